@@ -1,1 +1,108 @@
-fn main(){}
+//! The `ballast` command line. Thin: parse arguments, set up logging, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "ballast",
+    version,
+    about = "A clustered, highly available TCP load balancer for long-lived connections"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node from a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (non-zero when invalid).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a demo on loopback: one node and three demo backends, with an embedded config.
+    Demo(ballast_node::demo::DemoArgs),
+}
+
+/// `RUST_LOG` wins over `default_filter`.
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match ballast_node::config::load(&config) {
+            Ok(config) => {
+                println!("{config}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let config = match ballast_node::config::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(cli.log_format, "info");
+            report(runtime().and_then(|rt| {
+                rt.block_on(ballast_node::run::run(
+                    config,
+                    ballast_node::run::shutdown_signal(),
+                ))
+            }))
+        }
+        Command::Demo(args) => {
+            // The demo talks to a person on stdout; per-connection logs would drown it.
+            init_logging(cli.log_format, "warn");
+            report(runtime().and_then(|rt| rt.block_on(ballast_node::demo::run(args))))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

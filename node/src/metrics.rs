@@ -1,0 +1,247 @@
+//! Prometheus metrics of one node.
+//!
+//! Families are registered once; the data plane resolves the labelled children it needs
+//! when it builds its runtime objects, so the connection path only touches atomics,
+//! never a label lookup. Values owned by other structures (stick table sizes) are copied
+//! in at scrape time by the data plane.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontendLabels {
+    pub frontend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub backend: String,
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub frontend: String,
+    pub direction: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Long-lived connections: buckets from a second to a day.
+fn duration_histogram() -> Histogram {
+    Histogram::new(
+        [
+            0.1,
+            1.0,
+            10.0,
+            60.0,
+            600.0,
+            3_600.0,
+            4.0 * 3_600.0,
+            10.0 * 3_600.0,
+            15.0 * 3_600.0,
+            24.0 * 3_600.0,
+        ]
+        .into_iter(),
+    )
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub frontend_active: Family<FrontendLabels, Gauge>,
+    pub frontend_total: Family<FrontendLabels, Counter>,
+    pub frontend_no_server: Family<FrontendLabels, Counter>,
+    pub connection_duration: HistogramFamily<FrontendLabels>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub server_active: Family<ServerLabels, Gauge>,
+    pub server_total: Family<ServerLabels, Counter>,
+    pub server_up: Family<ServerLabels, Gauge>,
+    pub server_queue: Family<ServerLabels, Gauge>,
+    pub queue_timeouts: Family<ServerLabels, Counter>,
+    pub connect_failures: Family<ServerLabels, Counter>,
+    pub health_failures: Family<ServerLabels, Counter>,
+    pub stick_entries: Family<BackendLabels, Gauge>,
+    pub stick_capacity: Family<BackendLabels, Gauge>,
+    pub stick_evictions: Family<BackendLabels, Counter>,
+    pub stick_moves: Family<BackendLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            frontend_active: Family::default(),
+            frontend_total: Family::default(),
+            frontend_no_server: Family::default(),
+            connection_duration: Family::new_with_constructor(duration_histogram),
+            bytes: Family::default(),
+            server_active: Family::default(),
+            server_total: Family::default(),
+            server_up: Family::default(),
+            server_queue: Family::default(),
+            queue_timeouts: Family::default(),
+            connect_failures: Family::default(),
+            health_failures: Family::default(),
+            stick_entries: Family::default(),
+            stick_capacity: Family::default(),
+            stick_evictions: Family::default(),
+            stick_moves: Family::default(),
+            registry: Registry::default(),
+        };
+        // prometheus-client appends `_total` to counters.
+        let r = &mut registry;
+        r.register(
+            "ballast_frontend_connections_active",
+            "Client connections open on a frontend",
+            m.frontend_active.clone(),
+        );
+        r.register(
+            "ballast_frontend_connections",
+            "Client connections accepted by a frontend",
+            m.frontend_total.clone(),
+        );
+        r.register(
+            "ballast_frontend_no_server",
+            "Client connections closed because no server could take them",
+            m.frontend_no_server.clone(),
+        );
+        r.register(
+            "ballast_connection_duration_seconds",
+            "Lifetime of closed client connections",
+            m.connection_duration.clone(),
+        );
+        r.register(
+            "ballast_bytes",
+            "Bytes proxied, by direction",
+            m.bytes.clone(),
+        );
+        r.register(
+            "ballast_server_connections_active",
+            "Connections established or being established to a server",
+            m.server_active.clone(),
+        );
+        r.register(
+            "ballast_server_connections",
+            "Connections established to a server",
+            m.server_total.clone(),
+        );
+        r.register(
+            "ballast_server_up",
+            "1 when health checks see the server up",
+            m.server_up.clone(),
+        );
+        r.register(
+            "ballast_server_queue_length",
+            "Connections waiting for a server's maxconn slot",
+            m.server_queue.clone(),
+        );
+        r.register(
+            "ballast_queue_timeouts",
+            "Queued connections closed after timeout_queue",
+            m.queue_timeouts.clone(),
+        );
+        r.register(
+            "ballast_connect_failures",
+            "Failed or timed-out connection attempts to a server",
+            m.connect_failures.clone(),
+        );
+        r.register(
+            "ballast_health_check_failures",
+            "Failed health probes",
+            m.health_failures.clone(),
+        );
+        r.register(
+            "ballast_stick_entries",
+            "Entries in a backend's stick table",
+            m.stick_entries.clone(),
+        );
+        r.register(
+            "ballast_stick_capacity",
+            "Configured size of a backend's stick table",
+            m.stick_capacity.clone(),
+        );
+        r.register(
+            "ballast_stick_evictions",
+            "Stick entries evicted because the table was full",
+            m.stick_evictions.clone(),
+        );
+        r.register(
+            "ballast_stick_moves",
+            "Clients moved off a server that was down, in maint or unreachable",
+            m.stick_moves.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// OpenMetrics text of every family.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+pub fn frontend_labels(frontend: &str) -> FrontendLabels {
+    FrontendLabels {
+        frontend: frontend.to_string(),
+    }
+}
+
+pub fn backend_labels(backend: &str) -> BackendLabels {
+    BackendLabels {
+        backend: backend.to_string(),
+    }
+}
+
+pub fn server_labels(backend: &str, server: &str) -> ServerLabels {
+    ServerLabels {
+        backend: backend.to_string(),
+        server: server.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = Metrics::new();
+        m.frontend_total.get_or_create(&frontend_labels("f")).inc();
+        m.server_up.get_or_create(&server_labels("b", "s1")).set(1);
+        m.connection_duration
+            .get_or_create(&frontend_labels("f"))
+            .observe(2.0);
+        m.bytes
+            .get_or_create(&BytesLabels {
+                frontend: "f".into(),
+                direction: "client_to_server",
+            })
+            .inc_by(10);
+        let text = m.render();
+        for needle in [
+            "ballast_frontend_connections_total{frontend=\"f\"} 1",
+            "ballast_server_up{backend=\"b\",server=\"s1\"} 1",
+            "ballast_connection_duration_seconds_count{frontend=\"f\"} 1",
+            "ballast_bytes_total{frontend=\"f\",direction=\"client_to_server\"} 10",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! One client connection from accept to close:
+//!
+//! ```text
+//! accept → decide server (stick table, balancer) → maxconn slot (FIFO, timeout_queue)
+//!        → connect (timeout_connect; on failure re-stick and retry elsewhere, 3 tries)
+//!        → relay (half-close, resets, idle timeouts) → release entry, metrics, log
+//! ```
+//!
+//! Everything the connection holds is explicit in [`serve`]'s locals — two sockets, the
+//! server it reached and its permit — so it can later be handed to a new process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
+
+use super::pump::{self, End, Flow, Idle};
+use super::{canonical_client, now_ms, BackendRt, DataPlane, FrontendRt, ServerRt};
+use crate::stick::ServerName;
+
+/// Connection attempts per client connection, each on a different server when one is
+/// available.
+const MAX_ATTEMPTS: usize = 3;
+
+pub(super) async fn accept_loop(plane: Arc<DataPlane>, frontend: String, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle(plane.clone(), frontend.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                warn!(frontend = %frontend, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(plane: Arc<DataPlane>, frontend_name: String, client: TcpStream, peer: SocketAddr) {
+    let (frontend, backend) = {
+        let view = plane.view();
+        let Some(frontend) = view.frontends.get(&frontend_name).cloned() else {
+            return;
+        };
+        let Some(backend) = view.backends.get(&frontend.spec.backend).cloned() else {
+            return;
+        };
+        (frontend, backend)
+    };
+    frontend.m_total.inc();
+    frontend.m_active.inc();
+    let started = std::time::Instant::now();
+    let _ = client.set_nodelay(true);
+    let closed = serve(&frontend, &backend, client, canonical_client(peer.ip())).await;
+    frontend.m_active.dec();
+    let duration = started.elapsed();
+    frontend.m_duration.observe(duration.as_secs_f64());
+    info!(
+        client = %peer,
+        frontend = %frontend.spec.name,
+        backend = %backend.spec.name,
+        server = closed.server.as_deref().unwrap_or("-"),
+        duration_ms = duration.as_millis() as u64,
+        bytes_in = closed.bytes_in,
+        bytes_out = closed.bytes_out,
+        reason = closed.reason,
+        "connection closed"
+    );
+}
+
+struct Closed {
+    server: Option<ServerName>,
+    reason: &'static str,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Closed {
+    fn early(server: Option<&ServerRt>, reason: &'static str) -> Self {
+        Closed {
+            server: server.map(|s| s.name.clone()),
+            reason,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+}
+
+async fn serve(
+    frontend: &FrontendRt,
+    backend: &BackendRt,
+    client: TcpStream,
+    client_ip: IpAddr,
+) -> Closed {
+    let Some(mut server) = backend.decide(client_ip, now_ms()) else {
+        frontend.m_no_server.inc();
+        return Closed::early(None, "no_server");
+    };
+    let mut tried: Vec<ServerName> = Vec::new();
+    let (upstream, _permit) = loop {
+        let Some(permit) = wait_for_slot(&server, backend.spec.timeout_queue).await else {
+            server.m_queue_timeouts.inc();
+            backend.release(client_ip, &server, now_ms());
+            return Closed::early(Some(&server), "queue_timeout");
+        };
+        match connect(server.addr, backend.spec.timeout_connect).await {
+            Ok(stream) => break (stream, permit),
+            Err(error) => {
+                server.m_connect_failures.inc();
+                warn!(client = %client_ip, backend = %backend.spec.name, server = %server.name,
+                      addr = %server.addr, error = %error, "connect failed");
+                drop(permit);
+                tried.push(server.name.clone());
+                let next = (tried.len() < MAX_ATTEMPTS)
+                    .then(|| backend.redispatch(client_ip, &server, &tried))
+                    .flatten();
+                match next {
+                    Some(next) => server = next,
+                    None => {
+                        backend.release(client_ip, &server, now_ms());
+                        return Closed::early(Some(&server), "connect_failed");
+                    }
+                }
+            }
+        }
+    };
+    server.m_total.inc();
+    server.m_active.inc();
+    debug!(client = %client_ip, frontend = %frontend.spec.name, server = %server.name, "connected");
+
+    let idle = Idle {
+        client: frontend.spec.timeout_client,
+        server: backend.spec.timeout_server,
+    };
+    let (up, down) = (Flow::default(), Flow::default());
+    let end = pump::relay(
+        &client,
+        &upstream,
+        &idle,
+        (&up, &frontend.m_bytes_in),
+        (&down, &frontend.m_bytes_out),
+    )
+    .await;
+    if let End::Reset { .. } = end {
+        pump::reset(&client);
+        pump::reset(&upstream);
+    }
+    drop(upstream);
+    drop(client);
+    server.m_active.dec();
+    backend.release(client_ip, &server, now_ms());
+    Closed {
+        server: Some(server.name.clone()),
+        reason: end.as_str(),
+        bytes_in: up.bytes.load(Ordering::Relaxed),
+        bytes_out: down.bytes.load(Ordering::Relaxed),
+    }
+}
+
+/// A maxconn slot, waiting in FIFO order for at most `wait`. `Some(None)` when the
+/// server has no limit; `None` when the wait timed out.
+async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<OwnedSemaphorePermit>> {
+    let Some(slots) = &server.slots else {
+        return Some(None);
+    };
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Some(Some(permit));
+    }
+    server.m_queue.inc();
+    let result = tokio::time::timeout(wait, slots.clone().acquire_owned()).await;
+    server.m_queue.dec();
+    match result {
+        Ok(Ok(permit)) => Some(Some(permit)),
+        _ => None,
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}

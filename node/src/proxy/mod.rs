@@ -1,0 +1,519 @@
+//! The TCP proxy data plane: runtime objects built from the cluster model, listeners,
+//! health checkers and the stick-table sweeper.
+//!
+//! The connection path reads an immutable [`View`] through `ArcSwap` and never waits on
+//! anything but its own sockets, its backend's stick-table mutex (held for one decision,
+//! no I/O under it) and, when a server is full, that server's FIFO queue.
+
+mod conn;
+mod pump;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use ballast_raft_store::model::{AdminState, Backend, ClusterModel, Frontend};
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::balance::{self, Candidate, SmoothRoundRobin};
+use crate::health::{self, Flip, Hysteresis};
+use crate::metrics::{self, Metrics};
+use crate::stick::{ServerName, StickTable, Stickiness};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("frontend {frontend:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        frontend: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Unix milliseconds: the time base of stick entries, chosen so entries can be compared
+/// across nodes once they are replicated.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct ServerRt {
+    pub name: ServerName,
+    pub backend: Arc<str>,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub maxconn: u32,
+    admin: AtomicU8,
+    up: AtomicBool,
+    /// Connections assigned to this server (queued, connecting or established): the
+    /// load leastconn compares.
+    assigned: AtomicU32,
+    /// FIFO: tokio's semaphore grants permits in request order.
+    slots: Option<Arc<Semaphore>>,
+    m_active: Gauge,
+    m_total: Counter,
+    m_up: Gauge,
+    m_queue: Gauge,
+    m_queue_timeouts: Counter,
+    m_connect_failures: Counter,
+    m_health_failures: Counter,
+}
+
+impl ServerRt {
+    fn new(backend: &str, spec: &ballast_raft_store::model::Server, m: &Metrics) -> Self {
+        let labels = metrics::server_labels(backend, &spec.name);
+        let server = ServerRt {
+            name: Arc::from(spec.name.as_str()),
+            backend: Arc::from(backend),
+            addr: spec.addr,
+            weight: spec.weight,
+            maxconn: spec.maxconn,
+            admin: AtomicU8::new(admin_to_u8(spec.admin)),
+            up: AtomicBool::new(true),
+            assigned: AtomicU32::new(0),
+            slots: (spec.maxconn > 0).then(|| Arc::new(Semaphore::new(spec.maxconn as usize))),
+            m_active: m.server_active.get_or_create(&labels).clone(),
+            m_total: m.server_total.get_or_create(&labels).clone(),
+            m_up: m.server_up.get_or_create(&labels).clone(),
+            m_queue: m.server_queue.get_or_create(&labels).clone(),
+            m_queue_timeouts: m.queue_timeouts.get_or_create(&labels).clone(),
+            m_connect_failures: m.connect_failures.get_or_create(&labels).clone(),
+            m_health_failures: m.health_failures.get_or_create(&labels).clone(),
+        };
+        server.m_up.set(1);
+        server
+    }
+
+    pub fn admin(&self) -> AdminState {
+        admin_from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn assigned(&self) -> u32 {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// May take clients that have no entry yet.
+    fn takes_new_clients(&self) -> bool {
+        self.is_up() && self.admin() == AdminState::Ready
+    }
+
+    /// May keep the clients already stuck to it (drain keeps them, maint does not).
+    fn keeps_stuck_clients(&self) -> bool {
+        self.is_up() && self.admin() != AdminState::Maint
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.m_up.set(i64::from(up));
+    }
+}
+
+fn admin_to_u8(state: AdminState) -> u8 {
+    match state {
+        AdminState::Ready => 0,
+        AdminState::Drain => 1,
+        AdminState::Maint => 2,
+    }
+}
+
+fn admin_from_u8(value: u8) -> AdminState {
+    match value {
+        0 => AdminState::Ready,
+        1 => AdminState::Drain,
+        _ => AdminState::Maint,
+    }
+}
+
+pub struct BackendRt {
+    pub spec: Backend,
+    pub servers: Vec<Arc<ServerRt>>,
+    stick: Option<Mutex<StickTable>>,
+    round_robin: Mutex<SmoothRoundRobin>,
+    tie_breaker: AtomicUsize,
+    reported_evictions: AtomicU64,
+    m_stick_moves: Counter,
+}
+
+impl BackendRt {
+    fn new(spec: &Backend, m: &Metrics) -> Self {
+        let servers = spec
+            .servers
+            .iter()
+            .map(|s| Arc::new(ServerRt::new(&spec.name, s, m)))
+            .collect();
+        let stick = spec.stick.as_ref().map(|s| {
+            m.stick_capacity
+                .get_or_create(&metrics::backend_labels(&spec.name))
+                .set(s.size as i64);
+            Mutex::new(StickTable::new(s.size, s.expire.as_millis() as u64))
+        });
+        BackendRt {
+            spec: spec.clone(),
+            servers,
+            stick,
+            round_robin: Mutex::new(SmoothRoundRobin::default()),
+            tie_breaker: AtomicUsize::new(0),
+            reported_evictions: AtomicU64::new(0),
+            m_stick_moves: m
+                .stick_moves
+                .get_or_create(&metrics::backend_labels(&spec.name))
+                .clone(),
+        }
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Arc<ServerRt>> {
+        self.servers.iter().find(|s| &*s.name == name)
+    }
+
+    /// Runs the balancer over the servers that take new clients, skipping `exclude`.
+    fn pick_new(&self, client: IpAddr, exclude: &[ServerName]) -> Option<Arc<ServerRt>> {
+        let eligible: Vec<&Arc<ServerRt>> = self
+            .servers
+            .iter()
+            .filter(|s| s.takes_new_clients() && !exclude.contains(&s.name))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = eligible
+            .iter()
+            .map(|s| Candidate {
+                name: &s.name,
+                weight: s.weight,
+                load: s.assigned(),
+            })
+            .collect();
+        let index = match self.spec.balance {
+            ballast_raft_store::model::Balance::Leastconn => {
+                let tie = self.tie_breaker.fetch_add(1, Ordering::Relaxed);
+                balance::leastconn(&candidates, tie)
+            }
+            ballast_raft_store::model::Balance::Roundrobin => {
+                self.round_robin.lock().next(&candidates)
+            }
+            ballast_raft_store::model::Balance::Source => {
+                balance::rendezvous(&client_key(client), &candidates)
+            }
+        }?;
+        Some(eligible[index].clone())
+    }
+
+    /// The server for a new connection of `client`, counted as assigned to it. With a
+    /// stick table the whole decision happens under its lock, so concurrent first
+    /// sockets of one client agree and leastconn sees every earlier decision.
+    fn decide(&self, client: IpAddr, now_ms: u64) -> Option<Arc<ServerRt>> {
+        let Some(table) = &self.stick else {
+            let server = self.pick_new(client, &[])?;
+            server.assigned.fetch_add(1, Ordering::Relaxed);
+            return Some(server);
+        };
+        let mut table = table.lock();
+        let assignment = table.assign(
+            client,
+            now_ms,
+            |name| match self.server(name) {
+                Some(s) if s.keeps_stuck_clients() => Stickiness::Keep,
+                _ => Stickiness::Move,
+            },
+            || self.pick_new(client, &[]).map(|s| s.name.clone()),
+        )?;
+        let server = self.server(&assignment.server)?.clone();
+        server.assigned.fetch_add(1, Ordering::Relaxed);
+        drop(table);
+        if let crate::stick::Outcome::Moved { from } = &assignment.outcome {
+            self.m_stick_moves.inc();
+            info!(%client, backend = %self.spec.name, from = %from, to = %server.name, "client re-stuck");
+        }
+        Some(server)
+    }
+
+    /// `failed` could not be reached: choose where this connection goes next, moving
+    /// the client's entry (once, for all its sockets).
+    fn redispatch(
+        &self,
+        client: IpAddr,
+        failed: &Arc<ServerRt>,
+        tried: &[ServerName],
+    ) -> Option<Arc<ServerRt>> {
+        let next = match &self.stick {
+            Some(table) => {
+                let mut table = table.lock();
+                let name = table
+                    .reassign(client, &failed.name, || {
+                        self.pick_new(client, tried).map(|s| s.name.clone())
+                    })
+                    .or_else(|| self.pick_new(client, tried).map(|s| s.name.clone()))?;
+                let next = self.server(&name)?.clone();
+                next.assigned.fetch_add(1, Ordering::Relaxed);
+                next
+            }
+            None => {
+                let next = self.pick_new(client, tried)?;
+                next.assigned.fetch_add(1, Ordering::Relaxed);
+                next
+            }
+        };
+        failed.assigned.fetch_sub(1, Ordering::Relaxed);
+        if next.name != failed.name {
+            self.m_stick_moves.inc();
+        }
+        Some(next)
+    }
+
+    fn release(&self, client: IpAddr, server: &ServerRt, now_ms: u64) {
+        server.assigned.fetch_sub(1, Ordering::Relaxed);
+        if let Some(table) = &self.stick {
+            table.lock().release(client, now_ms);
+        }
+    }
+
+    fn sweep(&self, now_ms: u64) {
+        if let Some(table) = &self.stick {
+            table.lock().sweep(now_ms);
+        }
+    }
+
+    fn export_stick_metrics(&self, m: &Metrics) {
+        let Some(table) = &self.stick else { return };
+        let (len, evictions) = {
+            let table = table.lock();
+            (table.len(), table.counters().evictions)
+        };
+        let labels = metrics::backend_labels(&self.spec.name);
+        m.stick_entries.get_or_create(&labels).set(len as i64);
+        let before = self.reported_evictions.swap(evictions, Ordering::Relaxed);
+        m.stick_evictions
+            .get_or_create(&labels)
+            .inc_by(evictions.saturating_sub(before));
+    }
+}
+
+/// The stick key of a client: its IP, with IPv4-mapped IPv6 folded to IPv4 so a
+/// dual-stack listener does not split one client in two.
+fn canonical_client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn client_key(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+pub struct FrontendRt {
+    pub spec: Frontend,
+    m_active: Gauge,
+    m_total: Counter,
+    m_no_server: Counter,
+    m_duration: prometheus_client::metrics::histogram::Histogram,
+    m_bytes_in: Counter,
+    m_bytes_out: Counter,
+}
+
+impl FrontendRt {
+    fn new(spec: &Frontend, m: &Metrics) -> Self {
+        let labels = metrics::frontend_labels(&spec.name);
+        let bytes = |direction| {
+            m.bytes
+                .get_or_create(&metrics::BytesLabels {
+                    frontend: spec.name.clone(),
+                    direction,
+                })
+                .clone()
+        };
+        FrontendRt {
+            spec: spec.clone(),
+            m_active: m.frontend_active.get_or_create(&labels).clone(),
+            m_total: m.frontend_total.get_or_create(&labels).clone(),
+            m_no_server: m.frontend_no_server.get_or_create(&labels).clone(),
+            m_duration: m.connection_duration.get_or_create(&labels).clone(),
+            m_bytes_in: bytes("client_to_server"),
+            m_bytes_out: bytes("server_to_client"),
+        }
+    }
+}
+
+/// One immutable snapshot of what the data plane serves.
+pub struct View {
+    pub frontends: HashMap<String, Arc<FrontendRt>>,
+    pub backends: HashMap<String, Arc<BackendRt>>,
+}
+
+impl View {
+    fn build(model: &ClusterModel, m: &Metrics) -> View {
+        View {
+            frontends: model
+                .frontends
+                .values()
+                .map(|f| (f.name.clone(), Arc::new(FrontendRt::new(f, m))))
+                .collect(),
+            backends: model
+                .backends
+                .values()
+                .map(|b| (b.name.clone(), Arc::new(BackendRt::new(b, m))))
+                .collect(),
+        }
+    }
+}
+
+pub struct DataPlane {
+    view: ArcSwap<View>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    local_addrs: Mutex<Vec<SocketAddr>>,
+}
+
+impl DataPlane {
+    pub fn new(model: &ClusterModel, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(DataPlane {
+            view: ArcSwap::from_pointee(View::build(model, &metrics)),
+            metrics,
+            ready: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            local_addrs: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Addresses the listeners are bound to (useful when a config asks for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local_addrs.lock().clone()
+    }
+
+    /// Binds every frontend's listeners (all or nothing), then starts accepting, health
+    /// checking and sweeping expired stick entries.
+    pub fn start(self: &Arc<Self>) -> Result<(), DataPlaneError> {
+        let view = self.view();
+        let mut listeners = Vec::new();
+        let mut frontends: Vec<_> = view.frontends.values().cloned().collect();
+        frontends.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        for frontend in &frontends {
+            for bind in &frontend.spec.bind {
+                for addr in bind.addrs() {
+                    let listener = listen(addr).map_err(|source| DataPlaneError::Bind {
+                        frontend: frontend.spec.name.clone(),
+                        addr,
+                        source,
+                    })?;
+                    listeners.push((frontend.spec.name.clone(), listener));
+                }
+            }
+        }
+        let mut tasks = self.tasks.lock();
+        for (frontend, listener) in listeners {
+            let addr = listener.local_addr().ok();
+            self.local_addrs.lock().extend(addr);
+            info!(frontend = %frontend, addr = ?addr, "listening");
+            tasks.push(tokio::spawn(conn::accept_loop(
+                self.clone(),
+                frontend,
+                listener,
+            )));
+        }
+        for backend in view.backends.values() {
+            if let Some(check) = &backend.spec.health {
+                for server in &backend.servers {
+                    tasks.push(tokio::spawn(health_loop(server.clone(), check.clone())));
+                }
+            }
+        }
+        tasks.push(tokio::spawn(sweep_loop(self.clone())));
+        self.ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops accepting and checking. Established connections are left to finish.
+    pub fn stop(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn render_metrics(&self) -> String {
+        for backend in self.view().backends.values() {
+            backend.export_stick_metrics(&self.metrics);
+        }
+        self.metrics.render()
+    }
+}
+
+/// A listening socket with IP_FREEBIND, so a standby can bind the VIP before it holds
+/// it, and SO_REUSEADDR so a restart does not wait for TIME_WAIT.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(target_os = "linux")]
+    match addr {
+        SocketAddr::V4(_) => socket.set_freebind(true)?,
+        SocketAddr::V6(_) => {
+            socket.set_freebind_ipv6(true)?;
+            socket.set_only_v6(false)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn health_loop(server: Arc<ServerRt>, check: ballast_raft_store::model::HealthCheck) {
+    let mut state = Hysteresis::new(check.rise, check.fall);
+    let mut ticker = tokio::time::interval(check.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let result = health::probe(server.addr, &check).await;
+        if let Err(e) = &result {
+            server.m_health_failures.inc();
+            tracing::debug!(backend = %server.backend, server = %server.name, reason = e.as_str(), error = %e, "health probe failed");
+        }
+        match state.observe(result.is_ok()) {
+            Some(Flip::WentDown) => {
+                server.set_up(false);
+                warn!(backend = %server.backend, server = %server.name, addr = %server.addr,
+                      error = %result.err().map(|e| e.to_string()).unwrap_or_default(), "server down");
+            }
+            Some(Flip::CameUp) => {
+                server.set_up(true);
+                info!(backend = %server.backend, server = %server.name, addr = %server.addr, "server up");
+            }
+            None => {}
+        }
+    }
+}
+
+async fn sweep_loop(plane: Arc<DataPlane>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let now = now_ms();
+        for backend in plane.view().backends.values() {
+            backend.sweep(now);
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The stick table of one backend: client key → server, shared by every frontend and
+//! port that uses the backend (DESIGN principle 1).
+//!
+//! Pure data: time comes in as `now_ms` (Unix milliseconds, so that entries can later be
+//! replicated between nodes) and the caller supplies the server checks and the balancer.
+//! The data plane wraps one table in a mutex and makes the whole decision — look up,
+//! check, choose, record — under it, *before* connecting: that is what keeps a client's
+//! simultaneous first sockets on one server.
+//!
+//! Lifetimes:
+//! - an entry counts its client's open connections and never expires while that count is
+//!   above zero; `expire` runs from the last close;
+//! - the table holds at most `capacity` entries; inserting beyond it evicts the least
+//!   recently used idle entry (or, when every client is connected, the least recently
+//!   used one), and counts the eviction.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Server identity inside a table: the server's name, shared.
+pub type ServerName = Arc<str>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub server: ServerName,
+    /// Connections this client has open through this node.
+    pub open: u32,
+    /// Last connect or close, Unix ms.
+    pub last_seen_ms: u64,
+    /// Recency order for LRU eviction; unique per touch.
+    seq: u64,
+}
+
+/// How an existing entry's server may be used for this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stickiness {
+    /// Keep sending the client there (up and ready, or up and draining).
+    Keep,
+    /// Move the client: server down, in maintenance, or gone.
+    Move,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client had a live entry and keeps its server.
+    Kept,
+    /// No entry (or an expired one): a new decision.
+    New,
+    /// The entry pointed at a server that can no longer be used.
+    Moved { from: ServerName },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub server: ServerName,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StickCounters {
+    pub evictions: u64,
+    /// Evictions that had to take an entry whose client was still connected, because
+    /// the table was full of connected clients. Non-zero means `size` is too small.
+    pub evictions_connected: u64,
+    pub expirations: u64,
+}
+
+#[derive(Debug)]
+pub struct StickTable {
+    capacity: usize,
+    expire_ms: u64,
+    entries: HashMap<IpAddr, Entry>,
+    /// Entries with no open connection, oldest close first: expiry and eviction order.
+    idle: BTreeSet<(u64, u64, IpAddr)>,
+    /// Entries with open connections, least recently touched first.
+    connected: BTreeSet<(u64, IpAddr)>,
+    next_seq: u64,
+    counters: StickCounters,
+}
+
+impl StickTable {
+    pub fn new(capacity: usize, expire_ms: u64) -> Self {
+        StickTable {
+            capacity: capacity.max(1),
+            expire_ms,
+            entries: HashMap::new(),
+            idle: BTreeSet::new(),
+            connected: BTreeSet::new(),
+            next_seq: 0,
+            counters: StickCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn counters(&self) -> StickCounters {
+        self.counters
+    }
+
+    pub fn get(&self, key: &IpAddr) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Applies new limits; shrinking evicts at once so memory follows the setting.
+    pub fn resize(&mut self, capacity: usize, expire_ms: u64) {
+        self.capacity = capacity.max(1);
+        self.expire_ms = expire_ms;
+        while self.entries.len() > self.capacity {
+            self.evict_one();
+        }
+    }
+
+    /// The decision for one new connection of client `key`.
+    ///
+    /// `check` says whether an existing entry's server may keep the client; `choose`
+    /// runs the balancer and is called at most once, only when a new server is needed.
+    /// Returns `None` (and changes nothing) when a server is needed and `choose` has
+    /// none. On success the entry counts one more open connection: pair every
+    /// assignment with one [`StickTable::release`].
+    pub fn assign(
+        &mut self,
+        key: IpAddr,
+        now_ms: u64,
+        check: impl FnOnce(&ServerName) -> Stickiness,
+        choose: impl FnOnce() -> Option<ServerName>,
+    ) -> Option<Assignment> {
+        if self.is_expired(&key, now_ms) {
+            self.remove(&key);
+            self.counters.expirations += 1;
+        }
+        let seq = self.bump_seq();
+        if let Some(entry) = self.entries.get_mut(&key) {
+            let outcome = match check(&entry.server) {
+                Stickiness::Keep => Outcome::Kept,
+                Stickiness::Move => {
+                    let server = choose()?;
+                    let from = std::mem::replace(&mut entry.server, server);
+                    Outcome::Moved { from }
+                }
+            };
+            let (old_seq, old_open, old_seen) = (entry.seq, entry.open, entry.last_seen_ms);
+            entry.open += 1;
+            entry.seq = seq;
+            entry.last_seen_ms = now_ms;
+            let server = entry.server.clone();
+            self.unindex(key, old_open, old_seen, old_seq);
+            self.connected.insert((seq, key));
+            return Some(Assignment { server, outcome });
+        }
+        let server = choose()?;
+        if self.entries.len() >= self.capacity {
+            self.evict_one();
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                server: server.clone(),
+                open: 1,
+                last_seen_ms: now_ms,
+                seq,
+            },
+        );
+        self.connected.insert((seq, key));
+        Some(Assignment {
+            server,
+            outcome: Outcome::New,
+        })
+    }
+
+    /// A connection to `failed` could not be established: if the client is still
+    /// stuck there, move it to what `choose` picks; if another of its sockets already
+    /// moved it, follow that decision. Returns the server to try next.
+    pub fn reassign(
+        &mut self,
+        key: IpAddr,
+        failed: &ServerName,
+        choose: impl FnOnce() -> Option<ServerName>,
+    ) -> Option<ServerName> {
+        let entry = self.entries.get_mut(&key)?;
+        if entry.server != *failed {
+            return Some(entry.server.clone());
+        }
+        let server = choose()?;
+        entry.server = server.clone();
+        Some(server)
+    }
+
+    /// One connection of client `key` closed.
+    pub fn release(&mut self, key: IpAddr, now_ms: u64) {
+        let seq = self.bump_seq();
+        let Some(entry) = self.entries.get_mut(&key) else {
+            // Evicted or forgotten while connected: nothing to account.
+            return;
+        };
+        let (old_seq, old_open, old_seen) = (entry.seq, entry.open, entry.last_seen_ms);
+        entry.open = entry.open.saturating_sub(1);
+        entry.last_seen_ms = now_ms;
+        entry.seq = seq;
+        let open = entry.open;
+        self.unindex(key, old_open, old_seen, old_seq);
+        if open == 0 {
+            self.idle.insert((now_ms, seq, key));
+        } else {
+            self.connected.insert((seq, key));
+        }
+    }
+
+    /// Removes every idle entry whose client closed its last connection at least
+    /// `expire` ago. Returns how many went.
+    pub fn sweep(&mut self, now_ms: u64) -> usize {
+        let mut removed = 0;
+        while let Some(&(closed, _, key)) = self.idle.first() {
+            if now_ms.saturating_sub(closed) < self.expire_ms {
+                break;
+            }
+            self.remove(&key);
+            removed += 1;
+        }
+        self.counters.expirations += removed as u64;
+        removed
+    }
+
+    /// Milliseconds until this entry expires; `None` while its client is connected.
+    pub fn expires_in_ms(&self, entry: &Entry, now_ms: u64) -> Option<u64> {
+        (entry.open == 0).then(|| {
+            self.expire_ms
+                .saturating_sub(now_ms.saturating_sub(entry.last_seen_ms))
+        })
+    }
+
+    pub fn forget(&mut self, key: &IpAddr) -> bool {
+        self.remove(key).is_some()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.idle.clear();
+        self.connected.clear();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Entry)> {
+        self.entries.iter()
+    }
+
+    fn is_expired(&self, key: &IpAddr, now_ms: u64) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|e| e.open == 0 && now_ms.saturating_sub(e.last_seen_ms) >= self.expire_ms)
+    }
+
+    fn bump_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn unindex(&mut self, key: IpAddr, open: u32, last_seen_ms: u64, seq: u64) {
+        if open == 0 {
+            self.idle.remove(&(last_seen_ms, seq, key));
+        } else {
+            self.connected.remove(&(seq, key));
+        }
+    }
+
+    fn remove(&mut self, key: &IpAddr) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.unindex(*key, entry.open, entry.last_seen_ms, entry.seq);
+        Some(entry)
+    }
+
+    fn evict_one(&mut self) {
+        let victim = match self.idle.first() {
+            Some(&(_, _, key)) => key,
+            None => match self.connected.first() {
+                Some(&(_, key)) => {
+                    self.counters.evictions_connected += 1;
+                    key
+                }
+                None => return,
+            },
+        };
+        self.remove(&victim);
+        self.counters.evictions += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    fn name(s: &str) -> ServerName {
+        Arc::from(s)
+    }
+
+    fn keep(_: &ServerName) -> Stickiness {
+        Stickiness::Keep
+    }
+
+    fn connect(table: &mut StickTable, key: IpAddr, now: u64, server: &str) -> Assignment {
+        table
+            .assign(key, now, keep, || Some(name(server)))
+            .expect("a server")
+    }
+
+    #[test]
+    fn first_connection_decides_and_later_ones_follow() {
+        let mut t = StickTable::new(10, 16 * HOUR);
+        let a = connect(&mut t, ip(1), 0, "s1");
+        assert_eq!(a.outcome, Outcome::New);
+        // The balancer would now say s2; the client stays on s1.
+        let b = connect(&mut t, ip(1), 5, "s2");
+        assert_eq!((b.server.as_ref(), b.outcome), ("s1", Outcome::Kept));
+        assert_eq!(t.get(&ip(1)).unwrap().open, 2);
+    }
+
+    #[test]
+    fn parallel_first_sockets_get_one_server() {
+        // The data plane serialises decisions through the table; whichever socket comes
+        // first decides, the others find its entry even though the balancer would
+        // answer differently for each.
+        let mut t = StickTable::new(10, HOUR);
+        let picks: Vec<_> = ["s1", "s2", "s3"]
+            .iter()
+            .map(|s| connect(&mut t, ip(9), 0, s).server)
+            .collect();
+        assert!(picks.iter().all(|p| p.as_ref() == "s1"), "{picks:?}");
+        assert_eq!(t.get(&ip(9)).unwrap().open, 3);
+    }
+
+    #[test]
+    fn expiry_counts_from_last_close_never_while_connected() {
+        let mut t = StickTable::new(10, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        connect(&mut t, ip(1), 0, "s1");
+        // Connected for 20 hours: still there.
+        assert_eq!(t.sweep(20 * HOUR), 0);
+        t.release(ip(1), 20 * HOUR);
+        assert_eq!(t.sweep(30 * HOUR), 0, "one socket is still open");
+        t.release(ip(1), 30 * HOUR);
+        assert_eq!(
+            t.sweep(30 * HOUR + HOUR - 1),
+            0,
+            "not yet an hour since close"
+        );
+        assert_eq!(
+            t.expires_in_ms(t.get(&ip(1)).unwrap(), 30 * HOUR + 10),
+            Some(HOUR - 10)
+        );
+        assert_eq!(t.sweep(31 * HOUR), 1);
+        assert!(t.get(&ip(1)).is_none());
+        assert_eq!(t.counters().expirations, 1);
+    }
+
+    #[test]
+    fn an_expired_entry_is_a_new_decision_even_before_a_sweep() {
+        let mut t = StickTable::new(10, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        t.release(ip(1), 0);
+        let again = connect(&mut t, ip(1), HOUR, "s2");
+        assert_eq!((again.server.as_ref(), again.outcome), ("s2", Outcome::New));
+    }
+
+    #[test]
+    fn reconnecting_before_expiry_keeps_the_server() {
+        let mut t = StickTable::new(10, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        t.release(ip(1), 10);
+        let again = connect(&mut t, ip(1), HOUR - 1, "s2");
+        assert_eq!(again.server.as_ref(), "s1");
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_used_idle_entry_first() {
+        let mut t = StickTable::new(3, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        connect(&mut t, ip(2), 1, "s1");
+        connect(&mut t, ip(3), 2, "s1");
+        t.release(ip(2), 3);
+        t.release(ip(1), 4);
+        // ip(2) closed first: it goes, although ip(1) is older.
+        connect(&mut t, ip(4), 5, "s2");
+        assert!(t.get(&ip(2)).is_none());
+        assert!(t.get(&ip(1)).is_some() && t.get(&ip(3)).is_some());
+        assert_eq!(t.counters().evictions, 1);
+        assert_eq!(t.counters().evictions_connected, 0);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn full_table_of_connected_clients_evicts_the_least_recently_touched() {
+        let mut t = StickTable::new(2, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        connect(&mut t, ip(2), 1, "s1");
+        connect(&mut t, ip(1), 2, "s1"); // touches ip(1)
+        connect(&mut t, ip(3), 3, "s2");
+        assert!(t.get(&ip(2)).is_none());
+        assert_eq!(t.counters().evictions_connected, 1);
+        // The evicted client's close is harmless.
+        t.release(ip(2), 4);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn unusable_server_moves_the_client_and_later_sockets_follow() {
+        let mut t = StickTable::new(10, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        let moved = t
+            .assign(ip(1), 1, |_| Stickiness::Move, || Some(name("s2")))
+            .unwrap();
+        assert_eq!(moved.outcome, Outcome::Moved { from: name("s1") });
+        let next = connect(&mut t, ip(1), 2, "s3");
+        assert_eq!(next.server.as_ref(), "s2");
+    }
+
+    #[test]
+    fn no_server_available_changes_nothing() {
+        let mut t = StickTable::new(10, HOUR);
+        assert!(t.assign(ip(1), 0, keep, || None).is_none());
+        assert!(t.is_empty());
+        connect(&mut t, ip(2), 0, "s1");
+        assert!(t.assign(ip(2), 1, |_| Stickiness::Move, || None).is_none());
+        assert_eq!(t.get(&ip(2)).unwrap().server.as_ref(), "s1");
+        assert_eq!(t.get(&ip(2)).unwrap().open, 1);
+    }
+
+    #[test]
+    fn reassign_after_connect_failure_moves_once_for_all_sockets() {
+        let mut t = StickTable::new(10, HOUR);
+        for _ in 0..3 {
+            connect(&mut t, ip(1), 0, "s1");
+        }
+        let s1 = name("s1");
+        // All three sockets fail on s1; only the first one chooses.
+        let first = t.reassign(ip(1), &s1, || Some(name("s2"))).unwrap();
+        let second = t.reassign(ip(1), &s1, || Some(name("s3"))).unwrap();
+        let third = t.reassign(ip(1), &s1, || Some(name("s3"))).unwrap();
+        assert_eq!(
+            [first, second, third].map(|s| s.to_string()),
+            ["s2", "s2", "s2"]
+        );
+        assert_eq!(t.get(&ip(1)).unwrap().open, 3);
+    }
+
+    #[test]
+    fn shrinking_evicts_immediately() {
+        let mut t = StickTable::new(5, HOUR);
+        for i in 0..5 {
+            connect(&mut t, ip(i), u64::from(i), "s1");
+            t.release(ip(i), u64::from(i));
+        }
+        t.resize(2, HOUR);
+        assert_eq!(t.len(), 2);
+        assert!(t.get(&ip(3)).is_some() && t.get(&ip(4)).is_some());
+    }
+
+    #[test]
+    fn indexes_stay_consistent_through_many_operations() {
+        let mut t = StickTable::new(50, 100);
+        let mut now = 0;
+        for round in 0..2_000u32 {
+            now += 7;
+            let key = ip((round * 31 % 97) as u8);
+            if round % 3 == 0 {
+                t.release(key, now);
+            } else {
+                t.assign(key, now, keep, || Some(name("s")));
+            }
+            if round % 50 == 0 {
+                t.sweep(now);
+            }
+            assert_eq!(t.idle.len() + t.connected.len(), t.entries.len());
+            assert!(t.len() <= 50);
+        }
+    }
+}
