@@ -517,3 +517,153 @@ async fn sweep_loop(plane: Arc<DataPlane>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_raft_store::model::{Balance, Server, Stick, StickOn};
+
+    fn backend(balance: Balance, stick: bool) -> BackendRt {
+        let spec = Backend {
+            name: "b".into(),
+            balance,
+            timeout_server: Duration::from_secs(60),
+            timeout_connect: Duration::from_secs(1),
+            timeout_queue: Duration::from_secs(1),
+            stick: stick.then(|| Stick {
+                on: StickOn::Src,
+                size: 1000,
+                expire: Duration::from_secs(3600),
+            }),
+            health: None,
+            servers: (1..=3)
+                .map(|i| Server {
+                    name: format!("s{i}"),
+                    addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i)),
+                    weight: 1,
+                    maxconn: 0,
+                    admin: AdminState::Ready,
+                })
+                .collect(),
+        };
+        BackendRt::new(&spec, &Metrics::new())
+    }
+
+    fn client(i: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x7f00_0000 + i))
+    }
+
+    fn set_admin(b: &BackendRt, server: &str, state: AdminState) {
+        b.server(server)
+            .unwrap()
+            .admin
+            .store(admin_to_u8(state), Ordering::Relaxed);
+    }
+
+    #[test]
+    fn leastconn_with_stickiness_spreads_clients_and_keeps_their_sockets_together() {
+        let b = backend(Balance::Leastconn, true);
+        let mut per_server: HashMap<String, u32> = HashMap::new();
+        for c in 1..=300 {
+            let first = b.decide(client(c), 0).unwrap();
+            for _ in 0..2 {
+                assert_eq!(b.decide(client(c), 0).unwrap().name, first.name);
+            }
+            *per_server.entry(first.name.to_string()).or_default() += 1;
+        }
+        assert_eq!(
+            per_server.values().copied().collect::<Vec<_>>(),
+            vec![100; 3]
+        );
+        assert!(b.servers.iter().all(|s| s.assigned() == 300));
+    }
+
+    #[test]
+    fn drain_keeps_stuck_clients_and_takes_no_new_ones() {
+        let b = backend(Balance::Leastconn, true);
+        let stuck = b.decide(client(1), 0).unwrap();
+        set_admin(&b, &stuck.name, AdminState::Drain);
+        assert_eq!(b.decide(client(1), 1).unwrap().name, stuck.name);
+        for c in 2..50 {
+            assert_ne!(b.decide(client(c), 1).unwrap().name, stuck.name);
+        }
+    }
+
+    #[test]
+    fn maint_and_down_move_the_client_and_its_later_sockets_follow() {
+        let b = backend(Balance::Leastconn, true);
+        let first = b.decide(client(1), 0).unwrap();
+        set_admin(&b, &first.name, AdminState::Maint);
+        let moved = b.decide(client(1), 1).unwrap();
+        assert_ne!(moved.name, first.name);
+        assert_eq!(b.decide(client(1), 2).unwrap().name, moved.name);
+        set_admin(&b, &first.name, AdminState::Ready);
+        // Back in service: the client stays where it was moved.
+        assert_eq!(b.decide(client(1), 3).unwrap().name, moved.name);
+        moved.set_up(false);
+        let again = b.decide(client(1), 4).unwrap();
+        assert_ne!(again.name, moved.name);
+        assert!(again.is_up());
+    }
+
+    #[test]
+    fn nothing_usable_means_no_server_and_no_entry_change() {
+        let b = backend(Balance::Roundrobin, true);
+        let first = b.decide(client(1), 0).unwrap();
+        for s in &b.servers {
+            s.set_up(false);
+        }
+        assert!(b.decide(client(1), 1).is_none());
+        assert!(b.decide(client(2), 1).is_none());
+        first.set_up(true);
+        assert_eq!(b.decide(client(1), 2).unwrap().name, first.name);
+    }
+
+    #[test]
+    fn redispatch_moves_all_of_a_clients_sockets_once() {
+        let b = backend(Balance::Leastconn, true);
+        let sockets: Vec<_> = (0..3).map(|_| b.decide(client(7), 0).unwrap()).collect();
+        let failed = sockets[0].clone();
+        let tried = vec![failed.name.clone()];
+        let next: Vec<_> = sockets
+            .iter()
+            .map(|s| b.redispatch(client(7), s, &tried).unwrap().name.clone())
+            .collect();
+        assert!(
+            next.iter().all(|n| *n == next[0] && *n != failed.name),
+            "{next:?}"
+        );
+        assert_eq!(failed.assigned(), 0);
+        assert_eq!(b.server(&next[0]).unwrap().assigned(), 3);
+        // A new socket of that client goes to the new server.
+        assert_eq!(b.decide(client(7), 1).unwrap().name, next[0]);
+    }
+
+    #[test]
+    fn source_balance_without_stick_is_deterministic() {
+        let b = backend(Balance::Source, false);
+        for c in 1..50 {
+            let one = b.decide(client(c), 0).unwrap().name.clone();
+            assert_eq!(b.decide(client(c), 0).unwrap().name, one);
+        }
+    }
+
+    #[test]
+    fn release_returns_load_and_starts_expiry() {
+        let b = backend(Balance::Leastconn, true);
+        let s = b.decide(client(1), 0).unwrap();
+        b.release(client(1), &s, 10);
+        assert_eq!(s.assigned(), 0);
+        b.sweep(10 + 3_600_000);
+        let table = b.stick.as_ref().unwrap().lock();
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn mapped_ipv6_clients_share_their_ipv4_entry() {
+        let mapped: IpAddr = "::ffff:127.0.0.5".parse().unwrap();
+        assert_eq!(canonical_client(mapped), client(5));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(canonical_client(v6), v6);
+    }
+}
