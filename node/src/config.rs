@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use ballast_raft_store::model::Role;
 use ballast_raft_store::model::{
     duration_text, Backend, ClusterModel, Frontend, ModelError, ModelSpec, Subject,
 };
@@ -27,14 +28,6 @@ pub struct Config {
     pub vrrp: Option<VrrpSection>,
     /// Seeds the replicated model at bootstrap.
     pub model: ClusterModel,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    #[default]
-    Lb,
-    Witness,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -1,8 +1,17 @@
 //! Ballast's replicated cluster model.
 //!
-//! Today this crate holds the model types and their validation ([`model`]); the openraft
-//! type config, durable log store, state machine and Raft network join it with the
-//! replication work. It knows nothing of the proxy or of VRRP (DESIGN: dependency
-//! direction), so the API crate can share these types without pulling in the data plane.
+//! - [`model`]: frontends, backends, servers and their validation (shared with the API);
+//! - [`state`]: the replicated state and the commands that change it, a pure function;
+//! - [`types`], [`store`], [`network`], [`replica`]: openraft around it — a redb-backed
+//!   log and snapshot store, a TCP transport with bincode frames and token
+//!   authentication, and the handle a node uses to propose and observe.
+//!
+//! It knows nothing of the proxy or of VRRP (DESIGN: dependency direction); the node
+//! mirrors committed changes into its data plane through [`store::Observer`].
 
 pub mod model;
+pub mod network;
+pub mod replica;
+pub mod state;
+pub mod store;
+pub mod types;

@@ -139,6 +139,26 @@ pub struct Server {
     pub admin: AdminState,
 }
 
+/// A node's job in the cluster (DESIGN principle 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Proxy + VRRP + Raft voter.
+    #[default]
+    Lb,
+    /// Raft voter and API only, so that a pair of lb nodes has a quorum of three.
+    Witness,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lb => "lb",
+            Role::Witness => "witness",
+        }
+    }
+}
+
 /// What the operator wants, independent of what health checks observe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

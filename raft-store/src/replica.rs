@@ -1,0 +1,384 @@
+//! A node's handle on the replicated cluster: starts openraft over the redb store and
+//! the TCP network, forms the cluster on first start, seeds the model, sweeps expired
+//! stick entries while leading, and proposes commands (forwarding to the leader).
+//!
+//! A node without `[cluster]` is a one-member cluster in its own `data_dir`: the same
+//! code path, with no Raft port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::{ChangeMembers, SnapshotPolicy};
+use parking_lot::RwLock;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::model::ClusterModel;
+use crate::network::{self, NetworkStats, PeerClient, ProposeError, Reply, Request};
+use crate::state::{Command, Response};
+use crate::store::{self, Applied, LogStore, Observer, StateMachine};
+use crate::types::{Member, NodeId, Raft, RaftMetrics};
+
+/// Raft timing. Elections must finish well inside a VRRP failover, but VRRP never waits
+/// for Raft (DESIGN principle 4).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// How often the leader proposes a stick-table sweep.
+    pub sweep_every: Duration,
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(150),
+            election_min: Duration::from_millis(600),
+            election_max: Duration::from_millis(1200),
+            sweep_every: Duration::from_secs(10),
+            snapshot_every: 5_000,
+        }
+    }
+}
+
+pub struct Options {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// `None` for a one-member cluster.
+    pub raft_listen: Option<SocketAddr>,
+    pub token: Vec<u8>,
+    /// The membership to form on first start.
+    pub members: BTreeMap<NodeId, Member>,
+    /// The model to seed on first start.
+    pub seed: ClusterModel,
+    pub timing: Timing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("data_dir {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: store::StoreError,
+    },
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("node.raft_listen: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What `/v1/status` shows of Raft.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RaftStatus {
+    pub node_id: NodeId,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub members: BTreeMap<NodeId, Member>,
+    pub voters: BTreeSet<NodeId>,
+    pub revision: u64,
+}
+
+pub struct Replica {
+    id: NodeId,
+    raft: Raft,
+    applied: Arc<RwLock<Applied>>,
+    network: network::Network,
+    forwarders: tokio::sync::Mutex<BTreeMap<NodeId, PeerClient>>,
+    stats: Arc<NetworkStats>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Replica {
+    pub async fn start(
+        options: Options,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Arc<Replica>, ReplicaError> {
+        let store_error = |source| ReplicaError::Store {
+            path: options.data_dir.clone(),
+            source,
+        };
+        let db = store::open(&options.data_dir).map_err(store_error)?;
+        let fresh = store::is_empty(&db).map_err(store_error)?;
+        let state_machine = StateMachine::open(db.clone(), observer).map_err(store_error)?;
+        let applied = state_machine.applied();
+        let config = openraft::Config {
+            cluster_name: "ballast".into(),
+            heartbeat_interval: options.timing.heartbeat.as_millis() as u64,
+            election_timeout_min: options.timing.election_min.as_millis() as u64,
+            election_timeout_max: options.timing.election_max.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.timing.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ReplicaError::Config(e.to_string()))?;
+        let token: Arc<[u8]> = options.token.clone().into();
+        let network = network::Network::new(options.node_id, token.clone());
+        let raft = Raft::new(
+            options.node_id,
+            Arc::new(config),
+            network.clone(),
+            LogStore::new(db),
+            state_machine,
+        )
+        .await
+        .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        let stats = Arc::new(NetworkStats::default());
+        let replica = Arc::new(Replica {
+            id: options.node_id,
+            raft: raft.clone(),
+            applied,
+            network,
+            forwarders: tokio::sync::Mutex::new(BTreeMap::new()),
+            stats: stats.clone(),
+            tasks: parking_lot::Mutex::new(Vec::new()),
+        });
+        if let Some(addr) = options.raft_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ReplicaError::Listen { addr, source })?;
+            info!(%addr, "raft listening");
+            replica.tasks.lock().push(tokio::spawn(network::serve(
+                listener,
+                options.node_id,
+                raft.clone(),
+                token,
+                stats,
+            )));
+        }
+        if fresh {
+            // Every member may do this: openraft writes the same membership entry at
+            // log index 0 on each, so concurrent first starts agree.
+            match raft.initialize(options.members.clone()).await {
+                Ok(()) => {
+                    info!(members = ?options.members.keys().collect::<Vec<_>>(), "cluster formed from config")
+                }
+                Err(e) => warn!(error = %e, "cluster initialisation skipped"),
+            }
+        } else {
+            let revision = replica.read(|a| a.state.revision);
+            info!(
+                revision,
+                data_dir = %options.data_dir.display(),
+                "resuming from data_dir; the config file's [cluster], frontends and backends are ignored (the cluster model is replicated: change it through the API)"
+            );
+        }
+        replica.spawn_seeder(options.seed);
+        replica.spawn_sweeper(options.timing.sweep_every);
+        Ok(replica)
+    }
+
+    /// Proposes the seed model until the cluster has one (whichever leader gets there
+    /// first wins; later `Bootstrap`s are no-ops).
+    fn spawn_seeder(self: &Arc<Self>, seed: ClusterModel) {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if me.read(|a| a.state.bootstrapped) {
+                    return;
+                }
+                if me.is_leader() {
+                    match network::propose_local(
+                        &me.raft,
+                        Command::Bootstrap {
+                            model: seed.clone(),
+                        },
+                    )
+                    .await
+                    {
+                        Ok(r) => info!(
+                            revision = r.revision,
+                            "cluster model seeded from the config file"
+                        ),
+                        Err(e) => warn!(error = %e, "seeding the cluster model failed; retrying"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        self.tasks.lock().push(task);
+    }
+
+    fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if me.is_leader() {
+                    if let Err(e) =
+                        network::propose_local(&me.raft, Command::Sweep { now_ms: now_ms() }).await
+                    {
+                        warn!(error = %e, "stick sweep not committed");
+                    }
+                }
+            }
+        });
+        self.tasks.lock().push(task);
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn stats(&self) -> &NetworkStats {
+        &self.stats
+    }
+
+    /// Reads the applied state. Do not call from an [`Observer`].
+    pub fn read<R>(&self, f: impl FnOnce(&Applied) -> R) -> R {
+        f(&self.applied.read())
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            node_id: self.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            members: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.clone()))
+                .collect(),
+            voters: membership.voter_ids().collect(),
+            revision: self.read(|a| a.state.revision),
+        }
+    }
+
+    /// Commits `command` through the leader, wherever it is, within a bounded time.
+    pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
+        let deadline = tokio::time::Instant::now() + network::PROPOSE_TIMEOUT;
+        loop {
+            let result = match self.leader() {
+                Some(leader) if leader == self.id => {
+                    network::propose_local(&self.raft, command.clone()).await
+                }
+                Some(leader) => self.forward(leader, command.clone()).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match result {
+                Err(ProposeError::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
+                    // An election is in progress, or our view of the leader is stale.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(ProposeError::NotLeader { .. }) => {
+                    return Err(ProposeError::Unavailable(
+                        "no leader: a majority of the cluster is unreachable".into(),
+                    ))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, command: Command) -> Result<Response, ProposeError> {
+        let addr = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|m| m.raft.clone())
+        };
+        let Some(addr) = addr.filter(|a| !a.is_empty()) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let mut forwarders = self.forwarders.lock().await;
+        let client = forwarders
+            .entry(leader)
+            .or_insert_with(|| self.network.client(leader, &addr));
+        match client
+            .call(&Request::Propose(command), network::PROPOSE_TIMEOUT)
+            .await
+        {
+            Ok(Reply::Propose(result)) => result,
+            Ok(_) => Err(ProposeError::Unavailable(
+                "unexpected reply from the leader".into(),
+            )),
+            Err(e) => Err(ProposeError::Unavailable(format!(
+                "leader {leader} unreachable: {e}"
+            ))),
+        }
+    }
+
+    /// Adds a node as a learner, waits until it has caught up, then makes it a voter.
+    /// Must run on the leader.
+    pub async fn add_member(&self, id: NodeId, member: Member) -> Result<(), String> {
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Removes a node from the voters and the membership. Must run on the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! [`ClusterState::apply`] is a pure, deterministic function of the state and one
+//! [`Command`]: timestamps travel inside commands, maps are `BTreeMap`, no clock and no
+//! randomness — every replica that applies the same log reaches the same state (STYLE
+//! item 6). openraft's traits in [`crate::store`] are thin adapters around it.
+//!
+//! Stick entries carry the server and the last time the client was seen. Expiry is a
+//! command too: the leader proposes [`Command::Sweep`] with its clock, so replicas never
+//! disagree about which entries exist. A client that stays connected never expires
+//! because the node holding its connections re-proposes its entry (a refresh) well
+//! within `expire`; when that node dies, the entry expires `expire` after the last
+//! refresh — the replicated form of "counted from the last close".
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AdminState, Backend, ClusterModel, Frontend, ModelSpec, Server};
+
+pub type NodeId = u64;
+
+/// A client's replicated stick entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickRecord {
+    pub server: Arc<str>,
+    pub last_seen_ms: u64,
+}
+
+/// One stick decision or refresh made by a node's data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickUpdate {
+    pub key: IpAddr,
+    pub server: Arc<str>,
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickBatch {
+    pub backend: String,
+    pub updates: Vec<StickUpdate>,
+}
+
+/// What one observer's probes last concluded about a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub up: bool,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Seeds the model from the config file of the node that formed the cluster. A no-op
+    /// once the cluster has a model, so racing bootstrappers cannot overwrite each other.
+    Bootstrap {
+        model: ClusterModel,
+    },
+    /// Replaces frontends and backends as a whole (declarative apply).
+    ReplaceModel {
+        model: ClusterModel,
+    },
+    PutFrontend {
+        frontend: Frontend,
+    },
+    DeleteFrontend {
+        name: String,
+    },
+    PutBackend {
+        backend: Backend,
+    },
+    DeleteBackend {
+        name: String,
+    },
+    PutServer {
+        backend: String,
+        server: Server,
+    },
+    DeleteServer {
+        backend: String,
+        server: String,
+    },
+    SetAdmin {
+        backend: String,
+        server: String,
+        admin: AdminState,
+    },
+    Stick {
+        origin: NodeId,
+        batches: Vec<StickBatch>,
+    },
+    /// Forget one client (`key`) or a whole table (`None`).
+    ForgetStick {
+        backend: String,
+        key: Option<IpAddr>,
+    },
+    /// Expire entries not seen for `expire` as of `now_ms` (the proposer's clock) and
+    /// trim tables over their `size`.
+    Sweep {
+        now_ms: u64,
+    },
+    Health {
+        observer: NodeId,
+        backend: String,
+        server: String,
+        report: HealthReport,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    Invalid,
+    NotFound,
+    Conflict,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+        }
+    }
+}
+
+/// The answer to one applied command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Response {
+    /// The revision after the command (unchanged when it was rejected or a no-op).
+    pub revision: u64,
+    pub error: Option<(ErrorCode, String)>,
+}
+
+/// What changed, for whoever mirrors the state (the data plane).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    None,
+    Model,
+    Sticks {
+        origin: NodeId,
+        batches: Vec<StickBatch>,
+    },
+    StickForgotten {
+        backend: String,
+        key: Option<IpAddr>,
+    },
+    Swept,
+    Health {
+        backend: String,
+        server: String,
+        effective_up: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Bumped by every command that changes something.
+    pub revision: u64,
+    pub bootstrapped: bool,
+    pub model: ClusterModel,
+    /// backend → client → entry.
+    pub sticks: BTreeMap<String, BTreeMap<IpAddr, StickRecord>>,
+    /// backend → server → observer → report.
+    pub health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, HealthReport>>>,
+    /// One shared allocation per server name, so 200,000 entries do not carry 200,000
+    /// copies of "server1". Rebuilt after decoding.
+    #[serde(skip)]
+    names: HashSet<Arc<str>>,
+}
+
+/// Equality of what is replicated; the name interner is a cache.
+impl PartialEq for ClusterState {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision
+            && self.bootstrapped == other.bootstrapped
+            && self.model == other.model
+            && self.sticks == other.sticks
+            && self.health == other.health
+    }
+}
+
+impl ClusterState {
+    pub fn apply(&mut self, command: Command) -> (Response, Change) {
+        match self.apply_inner(command) {
+            Ok(Some(change)) => {
+                self.revision += 1;
+                (self.response(None), change)
+            }
+            Ok(None) => (self.response(None), Change::None),
+            Err(error) => (self.response(Some(error)), Change::None),
+        }
+    }
+
+    fn response(&self, error: Option<(ErrorCode, String)>) -> Response {
+        Response {
+            revision: self.revision,
+            error,
+        }
+    }
+
+    /// `Ok(None)`: valid but nothing changed.
+    fn apply_inner(&mut self, command: Command) -> Result<Option<Change>, (ErrorCode, String)> {
+        match command {
+            Command::Bootstrap { model } => {
+                if self.bootstrapped {
+                    return Ok(None);
+                }
+                self.bootstrapped = true;
+                self.set_model(model)?;
+                Ok(Some(Change::Model))
+            }
+            Command::ReplaceModel { model } => {
+                self.bootstrapped = true;
+                self.set_model(model)?;
+                Ok(Some(Change::Model))
+            }
+            Command::PutFrontend { frontend } => {
+                let mut spec = self.model.to_spec();
+                spec.frontends.retain(|f| f.name != frontend.name);
+                spec.frontends.push(frontend);
+                self.set_spec(spec)
+            }
+            Command::DeleteFrontend { name } => {
+                let mut spec = self.model.to_spec();
+                let before = spec.frontends.len();
+                spec.frontends.retain(|f| f.name != name);
+                if spec.frontends.len() == before {
+                    return Err(not_found(format!("frontend {name:?} does not exist")));
+                }
+                self.set_spec(spec)
+            }
+            Command::PutBackend { backend } => {
+                let mut spec = self.model.to_spec();
+                spec.backends.retain(|b| b.name != backend.name);
+                spec.backends.push(backend);
+                self.set_spec(spec)
+            }
+            Command::DeleteBackend { name } => {
+                if !self.model.backends.contains_key(&name) {
+                    return Err(not_found(format!("backend {name:?} does not exist")));
+                }
+                let users: Vec<&str> = self
+                    .model
+                    .frontends
+                    .values()
+                    .filter(|f| f.backend == name)
+                    .map(|f| f.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err((
+                        ErrorCode::Conflict,
+                        format!(
+                            "backend {name:?} is used by frontend(s) {}",
+                            users.join(", ")
+                        ),
+                    ));
+                }
+                let mut spec = self.model.to_spec();
+                spec.backends.retain(|b| b.name != name);
+                self.set_spec(spec)
+            }
+            Command::PutServer { backend, server } => {
+                let mut spec = self.model.to_spec();
+                let b = find_backend(&mut spec, &backend)?;
+                match b.servers.iter_mut().find(|s| s.name == server.name) {
+                    Some(existing) => *existing = server,
+                    None => b.servers.push(server),
+                }
+                self.set_spec(spec)
+            }
+            Command::DeleteServer { backend, server } => {
+                let mut spec = self.model.to_spec();
+                let b = find_backend(&mut spec, &backend)?;
+                let before = b.servers.len();
+                b.servers.retain(|s| s.name != server);
+                if b.servers.len() == before {
+                    return Err(not_found(format!(
+                        "server {server:?} does not exist in backend {backend:?}"
+                    )));
+                }
+                self.set_spec(spec)
+            }
+            Command::SetAdmin {
+                backend,
+                server,
+                admin,
+            } => {
+                let b = self
+                    .model
+                    .backends
+                    .get_mut(&backend)
+                    .ok_or_else(|| not_found(format!("backend {backend:?} does not exist")))?;
+                let s = b
+                    .servers
+                    .iter_mut()
+                    .find(|s| s.name == server)
+                    .ok_or_else(|| {
+                        not_found(format!(
+                            "server {server:?} does not exist in backend {backend:?}"
+                        ))
+                    })?;
+                if s.admin == admin {
+                    return Ok(None);
+                }
+                s.admin = admin;
+                Ok(Some(Change::Model))
+            }
+            Command::Stick { origin, batches } => {
+                let mut applied = Vec::new();
+                for batch in batches {
+                    let Some(backend) = self.model.backends.get(&batch.backend) else {
+                        continue;
+                    };
+                    if backend.stick.is_none() {
+                        continue;
+                    }
+                    let known: Vec<Arc<str>> = batch
+                        .updates
+                        .iter()
+                        .map(|u| u.server.clone())
+                        .filter(|s| backend.servers.iter().any(|b| *b.name == **s))
+                        .collect();
+                    let table = self.sticks.entry(batch.backend.clone()).or_default();
+                    let mut kept = Vec::new();
+                    for update in batch.updates {
+                        if !known.contains(&update.server) {
+                            continue;
+                        }
+                        let server = intern(&mut self.names, &update.server);
+                        let newer = table
+                            .get(&update.key)
+                            .is_none_or(|old| update.last_seen_ms >= old.last_seen_ms);
+                        if newer {
+                            table.insert(
+                                update.key,
+                                StickRecord {
+                                    server: server.clone(),
+                                    last_seen_ms: update.last_seen_ms,
+                                },
+                            );
+                            kept.push(StickUpdate { server, ..update });
+                        }
+                    }
+                    if !kept.is_empty() {
+                        applied.push(StickBatch {
+                            backend: batch.backend,
+                            updates: kept,
+                        });
+                    }
+                }
+                Ok((!applied.is_empty()).then_some(Change::Sticks {
+                    origin,
+                    batches: applied,
+                }))
+            }
+            Command::ForgetStick { backend, key } => {
+                if !self.model.backends.contains_key(&backend) {
+                    return Err(not_found(format!("backend {backend:?} does not exist")));
+                }
+                let table = self.sticks.entry(backend.clone()).or_default();
+                let changed = match key {
+                    Some(k) => table.remove(&k).is_some(),
+                    None => {
+                        let had = !table.is_empty();
+                        table.clear();
+                        had
+                    }
+                };
+                Ok(changed.then_some(Change::StickForgotten { backend, key }))
+            }
+            Command::Sweep { now_ms } => {
+                let mut removed = 0usize;
+                for (name, table) in &mut self.sticks {
+                    let Some(stick) = self.model.backends.get(name).and_then(|b| b.stick.as_ref())
+                    else {
+                        continue;
+                    };
+                    let expire_ms = stick.expire.as_millis() as u64;
+                    let before = table.len();
+                    table.retain(|_, r| now_ms.saturating_sub(r.last_seen_ms) < expire_ms);
+                    if table.len() > stick.size {
+                        let mut by_age: Vec<(u64, IpAddr)> =
+                            table.iter().map(|(k, r)| (r.last_seen_ms, *k)).collect();
+                        by_age.sort_unstable();
+                        for (_, key) in &by_age[..table.len() - stick.size] {
+                            table.remove(key);
+                        }
+                    }
+                    removed += before - table.len();
+                }
+                Ok((removed > 0).then_some(Change::Swept))
+            }
+            Command::Health {
+                observer,
+                backend,
+                server,
+                report,
+            } => {
+                let exists = self
+                    .model
+                    .backends
+                    .get(&backend)
+                    .is_some_and(|b| b.servers.iter().any(|s| s.name == server));
+                if !exists {
+                    // The server was removed after the probe was made: nothing to record.
+                    return Ok(None);
+                }
+                let reports = self
+                    .health
+                    .entry(backend.clone())
+                    .or_default()
+                    .entry(server.clone())
+                    .or_default();
+                if reports.get(&observer) == Some(&report) {
+                    return Ok(None);
+                }
+                reports.insert(observer, report);
+                let effective_up = self.effective_up(&backend, &server);
+                Ok(Some(Change::Health {
+                    backend,
+                    server,
+                    effective_up,
+                }))
+            }
+        }
+    }
+
+    /// The health every node agrees on: down only when every observer that reported says
+    /// down (a server some node can reach is not dead, and that node's own probes decide
+    /// for it); up when nobody has reported yet.
+    pub fn effective_up(&self, backend: &str, server: &str) -> bool {
+        self.health
+            .get(backend)
+            .and_then(|b| b.get(server))
+            .is_none_or(|reports| reports.values().any(|r| r.up))
+    }
+
+    pub fn stick_len(&self) -> usize {
+        self.sticks.values().map(BTreeMap::len).sum()
+    }
+
+    /// Re-shares server names after decoding a snapshot.
+    pub fn reintern(&mut self) {
+        let mut names = HashSet::new();
+        for table in self.sticks.values_mut() {
+            for record in table.values_mut() {
+                record.server = intern(&mut names, &record.server);
+            }
+        }
+        self.names = names;
+    }
+
+    fn set_spec(&mut self, spec: ModelSpec) -> Result<Option<Change>, (ErrorCode, String)> {
+        let model = ClusterModel::from_spec(spec).map_err(invalid)?;
+        self.set_model(model)?;
+        Ok(Some(Change::Model))
+    }
+
+    fn set_model(&mut self, model: ClusterModel) -> Result<(), (ErrorCode, String)> {
+        // Re-validate: a model can arrive from any proposer.
+        let model = ClusterModel::from_spec(model.to_spec()).map_err(invalid)?;
+        self.sticks
+            .retain(|name, _| model.backends.get(name).is_some_and(|b| b.stick.is_some()));
+        for (name, table) in &mut self.sticks {
+            let backend = &model.backends[name];
+            table.retain(|_, r| backend.servers.iter().any(|s| *s.name == *r.server));
+        }
+        self.health
+            .retain(|name, servers| match model.backends.get(name) {
+                Some(b) => {
+                    servers.retain(|s, _| b.servers.iter().any(|x| &x.name == s));
+                    true
+                }
+                None => false,
+            });
+        self.model = model;
+        Ok(())
+    }
+}
+
+fn intern(names: &mut HashSet<Arc<str>>, name: &Arc<str>) -> Arc<str> {
+    match names.get(name) {
+        Some(shared) => shared.clone(),
+        None => {
+            names.insert(name.clone());
+            name.clone()
+        }
+    }
+}
+
+fn find_backend<'a>(
+    spec: &'a mut ModelSpec,
+    name: &str,
+) -> Result<&'a mut Backend, (ErrorCode, String)> {
+    spec.backends
+        .iter_mut()
+        .find(|b| b.name == name)
+        .ok_or_else(|| not_found(format!("backend {name:?} does not exist")))
+}
+
+fn not_found(message: String) -> (ErrorCode, String) {
+    (ErrorCode::NotFound, message)
+}
+
+fn invalid(errors: Vec<crate::model::ModelError>) -> (ErrorCode, String) {
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    (ErrorCode::Invalid, text.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Balance, Bind, Stick, StickOn};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn model() -> ClusterModel {
+        ClusterModel::from_spec(ModelSpec {
+            frontends: vec![Frontend {
+                name: "f".into(),
+                bind: vec!["127.0.0.1:8001-8003".parse::<Bind>().unwrap()],
+                backend: "b".into(),
+                timeout_client: Duration::from_secs(60),
+            }],
+            backends: vec![Backend {
+                name: "b".into(),
+                balance: Balance::Leastconn,
+                timeout_server: Duration::from_secs(60),
+                timeout_connect: Duration::from_secs(1),
+                timeout_queue: Duration::from_secs(1),
+                stick: Some(Stick {
+                    on: StickOn::Src,
+                    size: 3,
+                    expire: Duration::from_millis(HOUR),
+                }),
+                health: None,
+                servers: vec![server("s1"), server("s2")],
+            }],
+        })
+        .unwrap()
+    }
+
+    fn server(name: &str) -> Server {
+        Server {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            weight: 1,
+            maxconn: 0,
+            admin: AdminState::Ready,
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, n])
+    }
+
+    fn stick(origin: NodeId, updates: &[(u8, &str, u64)]) -> Command {
+        Command::Stick {
+            origin,
+            batches: vec![StickBatch {
+                backend: "b".into(),
+                updates: updates
+                    .iter()
+                    .map(|&(k, s, t)| StickUpdate {
+                        key: ip(k),
+                        server: Arc::from(s),
+                        last_seen_ms: t,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn booted() -> ClusterState {
+        let mut state = ClusterState::default();
+        state.apply(Command::Bootstrap { model: model() });
+        state
+    }
+
+    #[test]
+    fn bootstrap_seeds_once_and_bumps_revision() {
+        let mut state = ClusterState::default();
+        let (r, change) = state.apply(Command::Bootstrap { model: model() });
+        assert_eq!((r.revision, change), (1, Change::Model));
+        let mut other = model();
+        other.frontends.clear();
+        let (r, change) = state.apply(Command::Bootstrap { model: other });
+        assert_eq!((r.revision, change), (1, Change::None));
+        assert_eq!(state.model.frontends.len(), 1);
+    }
+
+    #[test]
+    fn newest_stick_decision_wins_and_unknown_servers_are_ignored() {
+        let mut state = booted();
+        state.apply(stick(1, &[(1, "s1", 100), (2, "gone", 100)]));
+        state.apply(stick(2, &[(1, "s2", 50)])); // older: a replayed journal
+        assert_eq!(state.sticks["b"][&ip(1)].server.as_ref(), "s1");
+        assert!(!state.sticks["b"].contains_key(&ip(2)));
+        let (_, change) = state.apply(stick(2, &[(1, "s2", 200)]));
+        assert!(matches!(change, Change::Sticks { origin: 2, .. }));
+        assert_eq!(state.sticks["b"][&ip(1)].server.as_ref(), "s2");
+    }
+
+    #[test]
+    fn sweep_expires_by_the_proposers_clock_and_trims_to_size() {
+        let mut state = booted();
+        state.apply(stick(
+            1,
+            &[(1, "s1", 0), (2, "s1", 10), (3, "s2", 20), (4, "s2", 30)],
+        ));
+        assert_eq!(state.stick_len(), 4);
+        // Over size (3): the oldest goes even though nothing expired.
+        state.apply(Command::Sweep { now_ms: 40 });
+        assert!(!state.sticks["b"].contains_key(&ip(1)));
+        // A refresh keeps ip(4) alive; the rest expire an hour after last seen.
+        state.apply(stick(1, &[(4, "s2", HOUR)]));
+        state.apply(Command::Sweep { now_ms: HOUR + 25 });
+        let left: Vec<_> = state.sticks["b"].keys().copied().collect();
+        assert_eq!(left, vec![ip(4)]);
+    }
+
+    #[test]
+    fn effective_health_is_down_only_when_every_observer_says_so() {
+        let mut state = booted();
+        let report = |observer, up| Command::Health {
+            observer,
+            backend: "b".into(),
+            server: "s1".into(),
+            report: HealthReport { up, at_ms: 1 },
+        };
+        assert!(state.effective_up("b", "s1"));
+        let (_, change) = state.apply(report(1, false));
+        assert_eq!(
+            change,
+            Change::Health {
+                backend: "b".into(),
+                server: "s1".into(),
+                effective_up: false
+            }
+        );
+        state.apply(report(2, true));
+        assert!(state.effective_up("b", "s1"));
+        state.apply(report(2, false));
+        assert!(!state.effective_up("b", "s1"));
+        // Repeating a report changes nothing.
+        let rev = state.revision;
+        assert_eq!(state.apply(report(2, false)).1, Change::None);
+        assert_eq!(state.revision, rev);
+    }
+
+    #[test]
+    fn model_commands_validate_and_clean_up() {
+        let mut state = booted();
+        state.apply(stick(1, &[(1, "s1", 5), (2, "s2", 5)]));
+        let (r, _) = state.apply(Command::DeleteBackend { name: "b".into() });
+        assert_eq!(r.error.unwrap().0, ErrorCode::Conflict);
+        let (r, _) = state.apply(Command::DeleteServer {
+            backend: "b".into(),
+            server: "nope".into(),
+        });
+        assert_eq!(r.error.unwrap().0, ErrorCode::NotFound);
+        let (r, change) = state.apply(Command::DeleteServer {
+            backend: "b".into(),
+            server: "s1".into(),
+        });
+        assert!(r.error.is_none() && change == Change::Model);
+        assert!(
+            !state.sticks["b"].contains_key(&ip(1)),
+            "entries of a removed server go"
+        );
+        let mut bad = server("s2");
+        bad.weight = 0;
+        let (r, _) = state.apply(Command::PutServer {
+            backend: "b".into(),
+            server: bad,
+        });
+        assert_eq!(r.error.unwrap().0, ErrorCode::Invalid);
+        let (r, _) = state.apply(Command::SetAdmin {
+            backend: "b".into(),
+            server: "s2".into(),
+            admin: AdminState::Drain,
+        });
+        assert!(r.error.is_none());
+        assert_eq!(
+            state.model.backends["b"].servers[0].admin,
+            AdminState::Drain
+        );
+    }
+
+    #[test]
+    fn replicas_applying_the_same_log_agree_and_survive_a_snapshot() {
+        let log = vec![
+            Command::Bootstrap { model: model() },
+            stick(1, &[(1, "s1", 1), (2, "s2", 2)]),
+            stick(2, &[(3, "s1", 3)]),
+            Command::Sweep { now_ms: HOUR + 2 },
+            Command::ForgetStick {
+                backend: "b".into(),
+                key: Some(ip(3)),
+            },
+        ];
+        let mut a = ClusterState::default();
+        let mut b = ClusterState::default();
+        for c in &log {
+            a.apply(c.clone());
+            b.apply(c.clone());
+        }
+        assert_eq!(a, b);
+        let bytes = serde_json::to_vec(&a).unwrap();
+        let mut restored: ClusterState = serde_json::from_slice(&bytes).unwrap();
+        restored.reintern();
+        assert_eq!(restored, a);
+    }
+
+    #[test]
+    fn server_names_are_shared_between_entries() {
+        let mut state = booted();
+        state.apply(stick(1, &[(1, "s1", 1), (2, "s1", 1)]));
+        let t = &state.sticks["b"];
+        assert!(Arc::ptr_eq(&t[&ip(1)].server, &t[&ip(2)].server));
+    }
+}

@@ -1,0 +1,198 @@
+//! Three replicas in one process over real loopback TCP: election, forwarding,
+//! replication, authentication.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_raft_store::model::{ClusterModel, ModelSpec, Role};
+use ballast_raft_store::replica::{Options, Replica, Timing};
+use ballast_raft_store::state::{Command, StickBatch, StickUpdate};
+use ballast_raft_store::store::NoObserver;
+use ballast_raft_store::types::Member;
+
+/// A free port below Linux's ephemeral range (32768+), so that no outgoing connection of
+/// another test takes it between picking and binding.
+fn free_port() -> SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
+}
+
+fn seed() -> ClusterModel {
+    let spec: ModelSpec = serde_json::from_value(serde_json::json!({
+        "backend": [{
+            "name": "b",
+            "stick": { "on": "src" },
+            "servers": [
+                { "name": "s1", "addr": "127.0.0.1:7001" },
+                { "name": "s2", "addr": "127.0.0.1:7002" }
+            ]
+        }]
+    }))
+    .unwrap();
+    ClusterModel::from_spec(spec).unwrap()
+}
+
+struct Cluster {
+    replicas: Vec<Arc<Replica>>,
+    _dirs: Vec<tempfile::TempDir>,
+    members: BTreeMap<u64, Member>,
+}
+
+async fn cluster(n: u64) -> Cluster {
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
+    let members: BTreeMap<u64, Member> = (1..=n)
+        .map(|id| {
+            (
+                id,
+                Member {
+                    raft: addrs[(id - 1) as usize].to_string(),
+                    api: String::new(),
+                    role: Role::Lb,
+                },
+            )
+        })
+        .collect();
+    let mut replicas = Vec::new();
+    let mut dirs = Vec::new();
+    for id in 1..=n {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::start(
+            Options {
+                node_id: id,
+                data_dir: dir.path().to_path_buf(),
+                raft_listen: Some(addrs[(id - 1) as usize]),
+                token: b"cluster-token".to_vec(),
+                members: members.clone(),
+                seed: seed(),
+                timing: Timing {
+                    heartbeat: Duration::from_millis(50),
+                    election_min: Duration::from_millis(200),
+                    election_max: Duration::from_millis(400),
+                    ..Timing::default()
+                },
+            },
+            Arc::new(NoObserver),
+        )
+        .await
+        .unwrap();
+        replicas.push(replica);
+        dirs.push(dir);
+    }
+    Cluster {
+        replicas,
+        _dirs: dirs,
+        members,
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn stick(origin: u64, key: &str, server: &str, at: u64) -> Command {
+    Command::Stick {
+        origin,
+        batches: vec![StickBatch {
+            backend: "b".into(),
+            updates: vec![StickUpdate {
+                key: key.parse::<IpAddr>().unwrap(),
+                server: Arc::from(server),
+                last_seen_ms: at,
+            }],
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_seed_and_replicate_through_a_follower() {
+    let c = cluster(3).await;
+    eventually("a leader and a seeded model on every replica", || {
+        c.replicas
+            .iter()
+            .all(|r| r.leader().is_some() && r.read(|a| a.state.bootstrapped))
+    })
+    .await;
+    let leader = c.replicas[0].leader().unwrap();
+    let follower = c.replicas.iter().find(|r| r.id() != leader).unwrap();
+    let response = follower
+        .propose(stick(follower.id(), "127.0.0.9", "s2", 10))
+        .await
+        .unwrap();
+    assert!(response.error.is_none());
+    eventually("the entry on every replica", || {
+        c.replicas.iter().all(|r| {
+            r.read(|a| {
+                a.state
+                    .sticks
+                    .get("b")
+                    .and_then(|t| t.get(&"127.0.0.9".parse().unwrap()))
+                    .map(|e| e.server.to_string())
+            }) == Some("s2".to_string())
+        })
+    })
+    .await;
+    let revisions: Vec<u64> = c
+        .replicas
+        .iter()
+        .map(|r| r.read(|a| a.state.revision))
+        .collect();
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
+    assert_eq!(c.members.len(), 3);
+    for r in &c.replicas {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_the_wrong_token_is_refused_and_counted() {
+    let c = cluster(1).await;
+    eventually("leader", || c.replicas[0].is_leader()).await;
+    let addr = c.members[&1].raft.clone();
+    let mut intruder =
+        ballast_raft_store::network::Network::new(9, Arc::from(&b"wrong"[..])).client(1, &addr);
+    let result = intruder
+        .call(
+            &ballast_raft_store::network::Request::Propose(stick(9, "127.0.0.1", "s1", 1)),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(result.is_err());
+    eventually("auth failure counted", || {
+        c.replicas[0]
+            .stats()
+            .auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    assert!(c.replicas[0].read(|a| a.state.stick_len()) == 0);
+    // Random bytes do not disturb it either.
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = s.write_all(&[0x13; 300]).await;
+    drop(s);
+    let ok = c.replicas[0]
+        .propose(stick(1, "127.0.0.2", "s1", 1))
+        .await
+        .unwrap();
+    assert!(ok.error.is_none());
+    c.replicas[0].shutdown().await;
+}
