@@ -1,19 +1,27 @@
 //! Ballast's HTTP API (axum).
 //!
-//! The node implements [`NodeHandle`]; this crate only routes, encodes and maps errors,
-//! so it depends on the model types (raft-store) and never on the data plane. Today it
-//! serves liveness, readiness and metrics; the REST routes of DESIGN's API table are
-//! added here with the replication work.
+//! The node implements [`NodeHandle`]; this crate routes, authenticates, decodes and
+//! maps errors to DESIGN's shape. It depends on the model types (raft-store) and never
+//! on the data plane. Writes become [`Command`]s that the node commits through Raft;
+//! the answer comes after the commit and carries the new `revision`.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use ballast_raft_store::network::ProposeError;
+use ballast_raft_store::state::{self, Command, StickBatch, StickUpdate};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the API needs from the node it runs in.
 pub trait NodeHandle: Send + Sync + 'static {
@@ -21,6 +29,17 @@ pub trait NodeHandle: Send + Sync + 'static {
     fn render_metrics(&self) -> String;
     /// `Err(reason)` while the node should not receive traffic.
     fn readiness(&self) -> Result<(), String>;
+    /// GET /v1/status.
+    fn status(&self) -> serde_json::Value;
+    /// One page of a backend's stick table.
+    fn stick_page(&self, backend: &str, query: &StickQuery) -> Result<serde_json::Value, ApiError>;
+    /// The bearer token writes must present; `None` when the node has none configured
+    /// (then every write is refused).
+    fn write_token(&self) -> Option<Arc<[u8]>>;
+    /// This node's id (the origin of imported entries).
+    fn node_id(&self) -> u64;
+    /// Commits a command through the cluster's leader.
+    fn propose(&self, command: Command) -> BoxFuture<'_, Result<state::Response, ProposeError>>;
 }
 
 /// DESIGN's error shape: `{"error":{"code":"not_found","message":"..."}}`.
@@ -30,6 +49,24 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
 }
 
 #[derive(Serialize)]
@@ -56,12 +93,69 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status().as_u16();
+        let code = if status == 413 {
+            "payload_too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> Self {
+        ApiError::new(503, "unavailable", e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickQuery {
+    pub key: Option<IpAddr>,
+    pub after: Option<IpAddr>,
+    pub limit: Option<usize>,
+}
+
+/// Largest page of stick entries one request returns.
+pub const MAX_STICK_PAGE: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickImport {
+    entries: Vec<StickImportEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickImportEntry {
+    key: IpAddr,
+    server: String,
+}
+
+/// Entries per Raft command when importing, so no single log entry grows huge.
+const IMPORT_CHUNK: usize = 5_000;
+
+type Node = State<Arc<dyn NodeHandle>>;
+
 pub fn router(node: Arc<dyn NodeHandle>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route(
+            "/v1/backends/:backend/stick",
+            get(stick_page).post(stick_import).delete(stick_forget_all),
+        )
+        .route(
+            "/v1/backends/:backend/stick/:key",
+            axum::routing::delete(stick_forget_one),
+        )
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(node)
 }
 
@@ -76,23 +170,68 @@ pub async fn serve(
         .await
 }
 
+/// Checks `Authorization: Bearer <token>` in constant time.
+fn authorize(node: &dyn NodeHandle, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = node.write_token() else {
+        return Err(ApiError::new(
+            401,
+            "unauthorized",
+            "this node has no token_file: API writes are disabled",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(&token)));
+    if ok {
+        Ok(())
+    } else {
+        tracing::warn!(
+            reason = if presented.is_some() {
+                "wrong token"
+            } else {
+                "no token"
+            },
+            "API write refused"
+        );
+        Err(ApiError::new(
+            401,
+            "unauthorized",
+            "writes need the header `Authorization: Bearer <token>` with the cluster token",
+        ))
+    }
+}
+
+/// Commits and maps the state machine's answer.
+async fn commit(node: &dyn NodeHandle, command: Command) -> Result<u64, ApiError> {
+    let response = node.propose(command).await?;
+    match response.error {
+        None => Ok(response.revision),
+        Some((code, message)) => {
+            let status = match code {
+                state::ErrorCode::Invalid => 400,
+                state::ErrorCode::NotFound => 404,
+                state::ErrorCode::Conflict => 409,
+            };
+            Err(ApiError::new(status, code.as_str(), message))
+        }
+    }
+}
+
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz(State(node): State<Arc<dyn NodeHandle>>) -> Response {
+async fn readyz(State(node): Node) -> Response {
     match node.readiness() {
         Ok(()) => Json(serde_json::json!({ "ready": true })).into_response(),
-        Err(reason) => ApiError {
-            status: 503,
-            code: "not_ready",
-            message: reason,
-        }
-        .into_response(),
+        Err(reason) => ApiError::new(503, "not_ready", reason).into_response(),
     }
 }
 
-async fn metrics(State(node): State<Arc<dyn NodeHandle>>) -> Response {
+async fn metrics(State(node): Node) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -103,12 +242,93 @@ async fn metrics(State(node): State<Arc<dyn NodeHandle>>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> ApiError {
-    ApiError {
-        status: 404,
-        code: "not_found",
-        message: "no such route".into(),
+async fn status(State(node): Node) -> Json<serde_json::Value> {
+    Json(node.status())
+}
+
+async fn stick_page(
+    State(node): Node,
+    Path(backend): Path<String>,
+    query: Result<Query<StickQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if query.limit.is_some_and(|l| l == 0 || l > MAX_STICK_PAGE) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_STICK_PAGE}"
+        )));
     }
+    node.stick_page(&backend, &query).map(Json)
+}
+
+async fn stick_import(
+    State(node): Node,
+    Path(backend): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<StickImport>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let Json(import) = body?;
+    let now = ballast_raft_store::replica::now_ms();
+    let total = import.entries.len();
+    let mut revision = 0;
+    for chunk in import.entries.chunks(IMPORT_CHUNK) {
+        let updates = chunk
+            .iter()
+            .map(|e| StickUpdate {
+                key: e.key,
+                server: Arc::from(e.server.as_str()),
+                last_seen_ms: now,
+            })
+            .collect();
+        revision = commit(
+            node.as_ref(),
+            Command::Stick {
+                origin: node.node_id(),
+                batches: vec![StickBatch {
+                    backend: backend.clone(),
+                    updates,
+                }],
+            },
+        )
+        .await?;
+    }
+    Ok(Json(
+        serde_json::json!({ "imported": total, "revision": revision }),
+    ))
+}
+
+async fn stick_forget_all(
+    State(node): Node,
+    Path(backend): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let revision = commit(node.as_ref(), Command::ForgetStick { backend, key: None }).await?;
+    Ok(Json(serde_json::json!({ "revision": revision })))
+}
+
+async fn stick_forget_one(
+    State(node): Node,
+    Path((backend, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let key: IpAddr = key
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("key {key:?} is not an IP address")))?;
+    let revision = commit(
+        node.as_ref(),
+        Command::ForgetStick {
+            backend,
+            key: Some(key),
+        },
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "revision": revision })))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
 }
 
 #[cfg(test)]
@@ -119,6 +339,7 @@ mod tests {
 
     struct Fake {
         ready: AtomicBool,
+        proposals: parking_lot::Mutex<Vec<Command>>,
     }
 
     impl NodeHandle for Fake {
@@ -132,41 +353,156 @@ mod tests {
                 Err("listeners not bound yet".into())
             }
         }
+        fn status(&self) -> serde_json::Value {
+            serde_json::json!({ "node_id": 1 })
+        }
+        fn stick_page(&self, backend: &str, _: &StickQuery) -> Result<serde_json::Value, ApiError> {
+            if backend == "b" {
+                Ok(serde_json::json!({ "entries": [] }))
+            } else {
+                Err(ApiError::not_found(format!(
+                    "backend {backend:?} does not exist"
+                )))
+            }
+        }
+        fn write_token(&self) -> Option<Arc<[u8]>> {
+            Some(Arc::from(&b"sekrit"[..]))
+        }
+        fn node_id(&self) -> u64 {
+            1
+        }
+        fn propose(
+            &self,
+            command: Command,
+        ) -> BoxFuture<'_, Result<state::Response, ProposeError>> {
+            let conflict =
+                matches!(&command, Command::ForgetStick { backend, .. } if backend == "busy");
+            self.proposals.lock().push(command);
+            Box::pin(async move {
+                Ok(state::Response {
+                    revision: 7,
+                    error: conflict.then(|| (state::ErrorCode::Conflict, "busy".to_string())),
+                })
+            })
+        }
     }
 
-    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    async fn request(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+        let req = format!(
+            "{head}\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
     }
 
-    #[tokio::test]
-    async fn routes_answer_with_status_and_design_error_shape() {
+    async fn start() -> (std::net::SocketAddr, Arc<Fake>) {
         let fake = Arc::new(Fake {
             ready: AtomicBool::new(false),
+            proposals: parking_lot::Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve(listener, fake.clone(), std::future::pending()));
+        (addr, fake)
+    }
 
-        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
-        let not_ready = get(addr, "/readyz").await;
+    #[tokio::test]
+    async fn probes_and_design_error_shape() {
+        let (addr, fake) = start().await;
+        assert!(request(addr, "GET /healthz HTTP/1.1", "")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        let not_ready = request(addr, "GET /readyz HTTP/1.1", "").await;
         assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
         assert!(not_ready
             .contains(r#"{"error":{"code":"not_ready","message":"listeners not bound yet"}}"#));
         fake.ready.store(true, Ordering::Relaxed);
-        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
-        let metrics = get(addr, "/metrics").await;
+        assert!(request(addr, "GET /readyz HTTP/1.1", "")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        let metrics = request(addr, "GET /metrics HTTP/1.1", "").await;
         assert!(
             metrics.contains("application/openmetrics-text") && metrics.contains("ballast_up 1")
         );
-        let missing = get(addr, "/nope").await;
+        let missing = request(addr, "GET /nope HTTP/1.1", "").await;
         assert!(missing.starts_with("HTTP/1.1 404") && missing.contains(r#""code":"not_found""#));
+        let unknown = request(addr, "GET /v1/backends/x/stick HTTP/1.1", "").await;
+        assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+        let bad_limit = request(addr, "GET /v1/backends/b/stick?limit=0 HTTP/1.1", "").await;
+        assert!(bad_limit.starts_with("HTTP/1.1 400"), "{bad_limit}");
+        let bad_key = request(addr, "GET /v1/backends/b/stick?key=nope HTTP/1.1", "").await;
+        assert!(bad_key.starts_with("HTTP/1.1 400"), "{bad_key}");
+    }
+
+    #[tokio::test]
+    async fn writes_need_the_token() {
+        let (addr, fake) = start().await;
+        let body = r#"{"entries":[{"key":"127.0.0.1","server":"s1"}]}"#;
+        let no_token = request(addr, "POST /v1/backends/b/stick HTTP/1.1", body).await;
+        assert!(no_token.starts_with("HTTP/1.1 401"), "{no_token}");
+        let wrong = request(
+            addr,
+            "POST /v1/backends/b/stick HTTP/1.1\r\nAuthorization: Bearer guess",
+            body,
+        )
+        .await;
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        assert!(fake.proposals.lock().is_empty());
+        let ok = request(
+            addr,
+            "POST /v1/backends/b/stick HTTP/1.1\r\nAuthorization: Bearer sekrit",
+            body,
+        )
+        .await;
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.contains(r#""revision":7"#),
+            "{ok}"
+        );
+        assert_eq!(fake.proposals.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_and_conflicts_map_to_4xx() {
+        let (addr, _) = start().await;
+        let auth = "\r\nAuthorization: Bearer sekrit";
+        let malformed = request(
+            addr,
+            &format!("POST /v1/backends/b/stick HTTP/1.1{auth}"),
+            "{",
+        )
+        .await;
+        assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+        let unknown_field = request(
+            addr,
+            &format!("POST /v1/backends/b/stick HTTP/1.1{auth}"),
+            r#"{"entries":[],"extra":1}"#,
+        )
+        .await;
+        assert!(
+            unknown_field.starts_with("HTTP/1.1 422") || unknown_field.starts_with("HTTP/1.1 400"),
+            "{unknown_field}"
+        );
+        assert!(unknown_field.contains("extra"), "{unknown_field}");
+        let conflict = request(
+            addr,
+            &format!("DELETE /v1/backends/busy/stick HTTP/1.1{auth}"),
+            "",
+        )
+        .await;
+        assert!(
+            conflict.starts_with("HTTP/1.1 409") && conflict.contains(r#""code":"conflict""#),
+            "{conflict}"
+        );
+        let bad_key = request(
+            addr,
+            &format!("DELETE /v1/backends/b/stick/nope HTTP/1.1{auth}"),
+            "",
+        )
+        .await;
+        assert!(bad_key.starts_with("HTTP/1.1 400"), "{bad_key}");
     }
 }

@@ -7,7 +7,7 @@
 //! overlapping binds), which run in `ballast_raft_store::model` and are shared with the
 //! API, can still point at a line. Loading never binds a port.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,15 @@ struct Locations {
 #[derive(Deserialize)]
 struct NamedAt {
     name: Spanned<String>,
+}
+
+/// Third pass: where each field of each frontend and backend is.
+#[derive(Deserialize)]
+struct FieldLocations {
+    #[serde(default)]
+    frontend: Vec<BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    backend: Vec<BTreeMap<String, Spanned<toml::Value>>>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +244,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     // The first pass succeeded, so this one cannot fail on syntax; any error here only
     // costs us line numbers.
     let locations: Option<Locations> = toml::from_str(text).ok();
+    let fields: Option<FieldLocations> = toml::from_str(text).ok();
+    let field_line = |subject: &Subject, field: &str| -> Option<usize> {
+        let fields = fields.as_ref()?;
+        let (tables, name) = match subject {
+            Subject::Frontend(name) => (&fields.frontend, name),
+            Subject::Backend(name) => (&fields.backend, name),
+            Subject::Server { .. } => return None,
+        };
+        let table = tables
+            .iter()
+            .rev()
+            .find(|t| t.get("name").and_then(|n| n.get_ref().as_str()) == Some(name.as_str()))?;
+        table.get(field).map(|v| line_col(text, v.span().start).0)
+    };
     let at = |subject: &Subject| -> Option<usize> {
         let loc = locations.as_ref()?;
         let spans: Vec<&Spanned<String>> = match subject {
@@ -272,10 +295,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }) {
         Ok(model) => Some(model),
         Err(errors) => {
-            problems.extend(errors.iter().map(|e: &ModelError| Problem {
-                line: at(&e.subject),
-                column: None,
-                message: e.to_string(),
+            problems.extend(errors.iter().map(|e: &ModelError| {
+                Problem {
+                    line: e
+                        .field
+                        .and_then(|f| field_line(&e.subject, f))
+                        .or_else(|| at(&e.subject)),
+                    column: None,
+                    message: e.to_string(),
+                }
             }));
             None
         }
@@ -524,7 +552,7 @@ servers = [
 
         let p = one_error(&GOOD.replace("backend = \"tcp_back\"", "backend = \"nope\""));
         assert!(p.message.contains("unknown backend \"nope\""), "{p:?}");
-        assert_eq!(p.line, Some(26));
+        assert_eq!(p.line, Some(28), "the line of the `backend` field");
     }
 
     #[test]
@@ -537,7 +565,7 @@ servers = [
             p.message.contains("overlaps bind 0.0.0.0:8001-8003"),
             "{p:?}"
         );
-        assert_eq!(p.line, Some(45));
+        assert_eq!(p.line, Some(46), "the line of the `bind` field");
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             args.port, args.api
         )
     })?;
+    crate::run::wait_ready(&running, Duration::from_secs(10)).await?;
 
     println!("Ballast demo: one node, three demo backends on loopback.");
     println!("  frontend  127.0.0.1:{}-{last}  → backend \"demo\" (leastconn, stick on source IP, maxconn 300)", args.port);
@@ -118,7 +119,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "self-check failed: a client's sockets reached different servers"
     );
     if args.check_only {
-        running.plane.stop();
+        running.stop().await;
         let _ = std::fs::remove_dir_all(&data_dir);
         return Ok(());
     }
@@ -133,7 +134,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops the demo.");
     crate::run::shutdown_signal().await;
-    running.plane.stop();
+    running.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     println!("demo stopped");
     Ok(())

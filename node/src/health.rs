@@ -39,6 +39,14 @@ impl Hysteresis {
         }
     }
 
+    /// Starting from a known state (the replicated one) instead of up.
+    pub fn starting(rise: u32, fall: u32, up: bool) -> Self {
+        Hysteresis {
+            up,
+            ..Hysteresis::new(rise, fall)
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }
@@ -137,6 +145,14 @@ mod tests {
         assert_eq!(h.observe(false), Some(Flip::WentDown));
         assert!(!h.is_up());
         assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(true), Some(Flip::CameUp));
+    }
+
+    #[test]
+    fn starting_down_needs_rise_successes() {
+        let mut h = Hysteresis::starting(2, 3, false);
+        assert!(!h.is_up());
         assert_eq!(h.observe(true), None);
         assert_eq!(h.observe(true), Some(Flip::CameUp));
     }

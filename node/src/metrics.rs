@@ -73,6 +73,25 @@ pub struct Metrics {
     pub stick_capacity: Family<BackendLabels, Gauge>,
     pub stick_evictions: Family<BackendLabels, Counter>,
     pub stick_moves: Family<BackendLabels, Counter>,
+    pub cluster: ClusterMetrics,
+}
+
+/// Replication figures, copied from the replica and the journal at scrape time.
+#[derive(Default)]
+pub struct ClusterMetrics {
+    pub revision: Gauge,
+    pub term: Gauge,
+    pub is_leader: Gauge,
+    pub leader_id: Gauge,
+    pub last_log_index: Gauge,
+    pub applied_index: Gauge,
+    pub members: Gauge,
+    pub journal_pending: Gauge,
+    pub journal_dropped: Counter,
+    pub journal_proposed: Counter,
+    pub journal_failed_proposals: Counter,
+    pub raft_auth_failures: Counter,
+    pub raft_bad_frames: Counter,
 }
 
 impl Default for Metrics {
@@ -101,6 +120,7 @@ impl Metrics {
             stick_capacity: Family::default(),
             stick_evictions: Family::default(),
             stick_moves: Family::default(),
+            cluster: ClusterMetrics::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters.
@@ -185,6 +205,76 @@ impl Metrics {
             "Clients moved off a server that was down, in maint or unreachable",
             m.stick_moves.clone(),
         );
+        let c = &m.cluster;
+        for (name, help, gauge) in [
+            (
+                "ballast_cluster_revision",
+                "Revision of the replicated cluster model",
+                &c.revision,
+            ),
+            ("ballast_raft_term", "Current Raft term", &c.term),
+            (
+                "ballast_raft_is_leader",
+                "1 when this node is the Raft leader",
+                &c.is_leader,
+            ),
+            (
+                "ballast_raft_leader_id",
+                "Node id of the Raft leader, 0 when none is known",
+                &c.leader_id,
+            ),
+            (
+                "ballast_raft_last_log_index",
+                "Index of the last Raft log entry",
+                &c.last_log_index,
+            ),
+            (
+                "ballast_raft_applied_index",
+                "Index of the last applied Raft log entry",
+                &c.applied_index,
+            ),
+            (
+                "ballast_raft_members",
+                "Members of the Raft cluster",
+                &c.members,
+            ),
+            (
+                "ballast_journal_pending",
+                "Stick decisions and health flips waiting to be committed",
+                &c.journal_pending,
+            ),
+        ] {
+            r.register(name, help, gauge.clone());
+        }
+        for (name, help, counter) in [
+            (
+                "ballast_journal_dropped",
+                "Journal entries dropped because the journal was full",
+                &c.journal_dropped,
+            ),
+            (
+                "ballast_journal_proposed",
+                "Stick updates committed from this node's journal",
+                &c.journal_proposed,
+            ),
+            (
+                "ballast_journal_failed_proposals",
+                "Journal batches that could not be committed (no quorum)",
+                &c.journal_failed_proposals,
+            ),
+            (
+                "ballast_raft_auth_failures",
+                "Raft peers refused for a wrong token or node id",
+                &c.raft_auth_failures,
+            ),
+            (
+                "ballast_raft_bad_frames",
+                "Raft connections dropped for malformed or oversized frames",
+                &c.raft_bad_frames,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
         Metrics { registry, ..m }
     }
 
@@ -195,6 +285,13 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Sets a counter to a total kept elsewhere (monotonic by construction).
+pub fn set_counter(counter: &Counter, total: u64) {
+    counter
+        .inner()
+        .store(total, std::sync::atomic::Ordering::Relaxed);
 }
 
 pub fn frontend_labels(frontend: &str) -> FrontendLabels {

@@ -1,94 +1,334 @@
 //! `ballast run`: one node from a validated config until a shutdown signal.
+//!
+//! ```text
+//!   config ──▶ Replica (openraft + redb in data_dir, Raft port) ──▶ PlaneMirror ──▶ DataPlane
+//!                 ▲                                                              │
+//!                 └──────────── Journal (stick decisions, health flips) ◀────────┘
+//!   API (axum) ── reads status / stick tables, proposes writes through the Replica
+//! ```
+//!
+//! Without `[cluster]` the node is a one-member cluster in its `data_dir`; a witness
+//! runs the replica and the API only.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use ballast_api::{ApiError, BoxFuture, NodeHandle, StickQuery, MAX_STICK_PAGE};
+use ballast_raft_store::model::Role;
+use ballast_raft_store::network::ProposeError;
+use ballast_raft_store::replica::{Options, Replica, Timing};
+use ballast_raft_store::state::{self, Command};
+use ballast_raft_store::store::{NoObserver, Observer};
+use ballast_raft_store::types::Member;
 use tracing::info;
 
-use crate::config::{Config, Role};
-use crate::metrics::Metrics;
-use crate::proxy::DataPlane;
+use crate::cluster::{self, Journal, PlaneMirror, JOURNAL_CAPACITY};
+use crate::config::Config;
+use crate::metrics::{set_counter, Metrics};
+use crate::proxy::{now_ms, DataPlane, ReplicationSink};
 
 /// What the API sees of a running node.
 struct NodeApi {
-    plane: Arc<DataPlane>,
+    config: Config,
+    plane: Option<Arc<DataPlane>>,
+    replica: Arc<Replica>,
+    journal: Option<Arc<Journal>>,
+    metrics: Arc<Metrics>,
+    token: Option<Arc<[u8]>>,
 }
 
-impl ballast_api::NodeHandle for NodeApi {
+impl NodeHandle for NodeApi {
     fn render_metrics(&self) -> String {
-        self.plane.render_metrics()
+        let c = &self.metrics.cluster;
+        let m = self.replica.metrics();
+        c.revision
+            .set(self.replica.read(|a| a.state.revision) as i64);
+        c.term.set(m.current_term as i64);
+        c.is_leader
+            .set(i64::from(m.current_leader == Some(self.replica.id())));
+        c.leader_id.set(m.current_leader.unwrap_or(0) as i64);
+        c.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+        c.applied_index
+            .set(m.last_applied.map_or(0, |l| l.index) as i64);
+        c.members
+            .set(m.membership_config.membership().nodes().count() as i64);
+        let stats = self.replica.stats();
+        set_counter(
+            &c.raft_auth_failures,
+            stats.auth_failures.load(Ordering::Relaxed),
+        );
+        set_counter(&c.raft_bad_frames, stats.bad_frames.load(Ordering::Relaxed));
+        if let Some(j) = &self.journal {
+            c.journal_pending.set(j.len() as i64);
+            set_counter(&c.journal_dropped, j.dropped.load(Ordering::Relaxed));
+            set_counter(&c.journal_proposed, j.proposed.load(Ordering::Relaxed));
+            set_counter(
+                &c.journal_failed_proposals,
+                j.failed_proposals.load(Ordering::Relaxed),
+            );
+        }
+        match &self.plane {
+            Some(plane) => plane.render_metrics(),
+            None => self.metrics.render(),
+        }
     }
 
     fn readiness(&self) -> Result<(), String> {
-        if self.plane.is_ready() {
-            Ok(())
-        } else {
-            Err("the data plane's listeners are not bound".into())
+        let bootstrapped = self.replica.read(|a| a.state.bootstrapped);
+        if !bootstrapped {
+            return Err("the cluster model has not been seeded yet (no quorum so far?)".into());
         }
+        match &self.plane {
+            Some(plane) => plane.not_ready_reason().map_or(Ok(()), Err),
+            None => Ok(()),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let raft = self.replica.status();
+        let journal = self.journal.as_ref().map(|j| j.len());
+        serde_json::json!({
+            "node_id": self.config.node.id,
+            "role": self.config.node.role.as_str(),
+            "revision": raft.revision,
+            "raft": raft,
+            "journal_pending": journal,
+            "vrrp": null,
+        })
+    }
+
+    fn stick_page(&self, backend: &str, query: &StickQuery) -> Result<serde_json::Value, ApiError> {
+        let limit = query.limit.unwrap_or(1_000).min(MAX_STICK_PAGE);
+        let now = now_ms();
+        self.replica.read(|a| {
+            let spec = a.state.model.backends.get(backend).ok_or_else(|| {
+                ApiError::not_found(format!("backend {backend:?} does not exist"))
+            })?;
+            let expire_ms = spec
+                .stick
+                .as_ref()
+                .map_or(0, |s| s.expire.as_millis() as u64);
+            let empty = BTreeMap::new();
+            let table = a.state.sticks.get(backend).unwrap_or(&empty);
+            let open_here = |key| {
+                self.plane.as_ref().and_then(|p| {
+                    p.view()
+                        .backends
+                        .get(backend)
+                        .and_then(|b| b.stick_page(Some(key), None, 1, now).pop())
+                        .map(|v| v.open)
+                })
+            };
+            let entry = |(key, r): (&std::net::IpAddr, &state::StickRecord)| {
+                let open = open_here(*key).unwrap_or(0);
+                serde_json::json!({
+                    "key": key,
+                    "server": r.server,
+                    "last_seen_ms": r.last_seen_ms,
+                    "open_here": open,
+                    "expires_in_ms": if open > 0 { None } else {
+                        Some(expire_ms.saturating_sub(now.saturating_sub(r.last_seen_ms)))
+                    },
+                })
+            };
+            let entries: Vec<serde_json::Value> = match query.key {
+                Some(key) => table.get_key_value(&key).map(entry).into_iter().collect(),
+                None => {
+                    let range = match query.after {
+                        Some(after) => table
+                            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                        None => table.range(..),
+                    };
+                    range.take(limit).map(entry).collect()
+                }
+            };
+            Ok(serde_json::json!({
+                "backend": backend,
+                "total": table.len(),
+                "revision": a.state.revision,
+                "entries": entries,
+            }))
+        })
+    }
+
+    fn write_token(&self) -> Option<Arc<[u8]>> {
+        self.token.clone()
+    }
+
+    fn node_id(&self) -> u64 {
+        self.config.node.id
+    }
+
+    fn propose(&self, command: Command) -> BoxFuture<'_, Result<state::Response, ProposeError>> {
+        Box::pin(self.replica.propose(command))
     }
 }
 
-/// A node that is up: its data plane and where its API listens.
+/// A node that is up.
 pub struct Running {
-    pub plane: Arc<DataPlane>,
+    pub plane: Option<Arc<DataPlane>>,
+    pub replica: Arc<Replica>,
     pub api_addr: SocketAddr,
 }
 
-/// Binds the API and every listener, then serves in the background.
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    if config.cluster.is_some() {
+impl Running {
+    pub async fn stop(&self) {
+        if let Some(plane) = &self.plane {
+            plane.stop();
+        }
+        self.replica.shutdown().await;
+    }
+}
+
+fn read_token(config: &Config) -> anyhow::Result<Option<Arc<[u8]>>> {
+    let Some(path) = &config.node.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("node.token_file: cannot read {}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
         bail!(
-            "{}: [cluster] is not supported by this version of ballast yet (Raft replication is not built); remove it to run a single node",
-            config.path.display()
+            "node.token_file {}: the token must be at least 16 characters",
+            path.display()
         );
     }
+    Ok(Some(Arc::from(token.as_bytes())))
+}
+
+/// Starts the replica, the data plane (lb nodes) and the API, then returns.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
     if config.vrrp.is_some() {
         bail!(
             "{}: [vrrp] is not supported by this version of ballast yet (the VIP driver is not wired in); remove it to run without a VIP",
             config.path.display()
         );
     }
-    if config.node.role == Role::Witness {
-        bail!("{}: a witness node needs [cluster]", config.path.display());
-    }
-    std::fs::create_dir_all(&config.node.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.node.data_dir.display()))?;
-    let api_listener = tokio::net::TcpListener::bind(config.node.api_listen)
+    let token = read_token(config)?;
+    let node = &config.node;
+    let members: BTreeMap<u64, Member> = match &config.cluster {
+        Some(cluster) => cluster
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    Member {
+                        raft: m.raft.to_string(),
+                        api: m.api.to_string(),
+                        role: m.role,
+                    },
+                )
+            })
+            .collect(),
+        None => {
+            if node.role == Role::Witness {
+                bail!("{}: a witness node needs [cluster]", config.path.display());
+            }
+            BTreeMap::from([(
+                node.id,
+                Member {
+                    raft: String::new(),
+                    api: node.api_listen.to_string(),
+                    role: node.role,
+                },
+            )])
+        }
+    };
+    let api_listener = tokio::net::TcpListener::bind(node.api_listen)
         .await
-        .with_context(|| {
-            format!(
-                "node.api_listen: cannot listen on {}",
-                config.node.api_listen
-            )
-        })?;
+        .with_context(|| format!("node.api_listen: cannot listen on {}", node.api_listen))?;
     let api_addr = api_listener.local_addr()?;
-    let plane = DataPlane::new(&config.model, Arc::new(Metrics::new()));
+    let metrics = Arc::new(Metrics::new());
+
+    let (plane, journal, mirror) = if node.role == Role::Lb {
+        let journal = Arc::new(Journal::new(JOURNAL_CAPACITY));
+        let sink: Arc<dyn ReplicationSink> = journal.clone();
+        let plane = DataPlane::new(metrics.clone(), Some(sink));
+        let mirror = PlaneMirror::new(node.id, plane.clone());
+        (Some(plane), Some(journal), Some(mirror))
+    } else {
+        (None, None, None)
+    };
+    let observer: Arc<dyn Observer> = match &mirror {
+        Some(m) => m.clone(),
+        None => Arc::new(NoObserver),
+    };
+    let replica = Replica::start(
+        Options {
+            node_id: node.id,
+            data_dir: node.data_dir.clone(),
+            raft_listen: config.cluster.as_ref().and(node.raft_listen),
+            token: token.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
+            members,
+            seed: config.model.clone(),
+            timing: Timing::default(),
+        },
+        observer,
+    )
+    .await?;
+    if let Some(mirror) = mirror {
+        tokio::spawn(cluster::apply_loop(mirror, replica.clone()));
+    }
+    if let Some(journal) = &journal {
+        tokio::spawn(cluster::flush_loop(journal.clone(), replica.clone()));
+    }
     let handle = Arc::new(NodeApi {
+        config: config.clone(),
         plane: plane.clone(),
+        replica: replica.clone(),
+        journal,
+        metrics,
+        token,
     });
     tokio::spawn(async move {
         if let Err(e) = ballast_api::serve(api_listener, handle, std::future::pending()).await {
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    plane.start()?;
     info!(
-        node = config.node.id,
+        node = node.id,
+        role = node.role.as_str(),
         api = %api_addr,
-        frontends = config.model.frontends.len(),
-        backends = config.model.backends.len(),
+        cluster = config.cluster.as_ref().map_or(1, |c| c.members.len()),
         "ballast node running"
     );
-    Ok(Running { plane, api_addr })
+    Ok(Running {
+        plane,
+        replica,
+        api_addr,
+    })
+}
+
+/// Waits until the data plane serves the replicated model (or `timeout`).
+pub async fn wait_ready(running: &Running, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let ready = running.plane.as_ref().is_none_or(|p| p.is_ready());
+        if ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let reason = running
+                .plane
+                .as_ref()
+                .and_then(|p| p.not_ready_reason())
+                .unwrap_or_default();
+            bail!("the data plane did not become ready within {timeout:?}: {reason}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let running = start(&config).await?;
     shutdown.await;
     info!("shutting down");
-    running.plane.stop();
+    running.stop().await;
     Ok(())
 }
 

@@ -196,24 +196,70 @@ impl StickTable {
         Some(server)
     }
 
-    /// One connection of client `key` closed.
-    pub fn release(&mut self, key: IpAddr, now_ms: u64) {
+    /// One connection of client `key` closed. Returns the client's server when this
+    /// was its last open connection (the moment `expire` starts counting).
+    pub fn release(&mut self, key: IpAddr, now_ms: u64) -> Option<ServerName> {
         let seq = self.bump_seq();
         let Some(entry) = self.entries.get_mut(&key) else {
             // Evicted or forgotten while connected: nothing to account.
-            return;
+            return None;
         };
         let (old_seq, old_open, old_seen) = (entry.seq, entry.open, entry.last_seen_ms);
         entry.open = entry.open.saturating_sub(1);
         entry.last_seen_ms = now_ms;
         entry.seq = seq;
-        let open = entry.open;
+        let (open, server) = (entry.open, entry.server.clone());
         self.unindex(key, old_open, old_seen, old_seq);
         if open == 0 {
             self.idle.insert((now_ms, seq, key));
+            Some(server)
         } else {
             self.connected.insert((seq, key));
+            None
         }
+    }
+
+    /// Takes in a decision another node made (replicated). The newest decision wins; an
+    /// older one only refreshes nothing. The local open count is kept: connections this
+    /// node holds are still open whatever server new sockets go to.
+    pub fn merge(&mut self, key: IpAddr, server: ServerName, last_seen_ms: u64) {
+        let seq = self.bump_seq();
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if last_seen_ms < entry.last_seen_ms {
+                return;
+            }
+            let (old_seq, old_open, old_seen) = (entry.seq, entry.open, entry.last_seen_ms);
+            entry.server = server;
+            entry.last_seen_ms = last_seen_ms;
+            entry.seq = seq;
+            self.unindex(key, old_open, old_seen, old_seq);
+            if old_open == 0 {
+                self.idle.insert((last_seen_ms, seq, key));
+            } else {
+                self.connected.insert((seq, key));
+            }
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.evict_one();
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                server,
+                open: 0,
+                last_seen_ms,
+                seq,
+            },
+        );
+        self.idle.insert((last_seen_ms, seq, key));
+    }
+
+    /// Clients with open connections here, for refreshing their replicated entries.
+    pub fn connected(&self) -> impl Iterator<Item = (IpAddr, &ServerName)> + '_ {
+        self.connected
+            .iter()
+            .filter_map(|(_, key)| self.entries.get(key).map(|e| (*key, &e.server)))
     }
 
     /// Removes every idle entry whose client closed its last connection at least
@@ -455,6 +501,36 @@ mod tests {
             ["s2", "s2", "s2"]
         );
         assert_eq!(t.get(&ip(1)).unwrap().open, 3);
+    }
+
+    #[test]
+    fn release_reports_the_last_close_only() {
+        let mut t = StickTable::new(10, HOUR);
+        connect(&mut t, ip(1), 0, "s1");
+        connect(&mut t, ip(1), 0, "s1");
+        assert_eq!(t.release(ip(1), 5), None);
+        assert_eq!(t.release(ip(1), 6).as_deref(), Some("s1"));
+        assert_eq!(t.release(ip(2), 6), None);
+    }
+
+    #[test]
+    fn merge_takes_newer_decisions_and_keeps_local_connections() {
+        let mut t = StickTable::new(10, HOUR);
+        connect(&mut t, ip(1), 100, "s1");
+        t.merge(ip(1), name("s2"), 50); // older: ignored
+        assert_eq!(t.get(&ip(1)).unwrap().server.as_ref(), "s1");
+        t.merge(ip(1), name("s2"), 200);
+        let e = t.get(&ip(1)).unwrap();
+        assert_eq!((e.server.as_ref(), e.open), ("s2", 1));
+        assert_eq!(
+            t.connected().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![ip(1)]
+        );
+        // A peer's client is idle here and expires like any other.
+        t.merge(ip(2), name("s1"), 0);
+        assert_eq!(t.sweep(HOUR), 1);
+        assert!(t.get(&ip(2)).is_none());
+        assert_eq!(t.idle.len() + t.connected.len(), t.entries.len());
     }
 
     #[test]

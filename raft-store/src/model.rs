@@ -436,6 +436,8 @@ impl fmt::Display for Subject {
 #[error("{subject}: {reason}")]
 pub struct ModelError {
     pub subject: Subject,
+    /// The field of the subject at fault, when one is (`bind`, `backend`, `timeout_queue`).
+    pub field: Option<&'static str>,
     pub reason: String,
 }
 
@@ -443,7 +445,15 @@ impl ModelError {
     fn new(subject: Subject, reason: impl Into<String>) -> Self {
         ModelError {
             subject,
+            field: None,
             reason: reason.into(),
+        }
+    }
+
+    fn at(subject: Subject, field: &'static str, reason: impl Into<String>) -> Self {
+        ModelError {
+            field: Some(field),
+            ..ModelError::new(subject, reason)
         }
     }
 }
@@ -486,11 +496,16 @@ impl ClusterModel {
             let subject = Subject::Frontend(frontend.name.clone());
             check_name(&subject, "frontend", &frontend.name, &mut errors);
             if frontend.bind.is_empty() {
-                errors.push(ModelError::new(subject.clone(), "needs at least one bind"));
+                errors.push(ModelError::at(
+                    subject.clone(),
+                    "bind",
+                    "needs at least one bind",
+                ));
             }
             if !backends.contains_key(&frontend.backend) {
-                errors.push(ModelError::new(
+                errors.push(ModelError::at(
                     subject.clone(),
+                    "backend",
                     format!("unknown backend {:?}", frontend.backend),
                 ));
             }
@@ -503,8 +518,9 @@ impl ClusterModel {
             for (i, a) in frontend.bind.iter().enumerate() {
                 for b in &frontend.bind[i + 1..] {
                     if a.overlaps(b) {
-                        errors.push(ModelError::new(
+                        errors.push(ModelError::at(
                             subject.clone(),
+                            "bind",
                             format!("binds {a} and {b} overlap"),
                         ));
                     }
@@ -513,8 +529,9 @@ impl ClusterModel {
             for other in frontends.values() {
                 for a in &frontend.bind {
                     for b in other.bind.iter().filter(|b| a.overlaps(b)) {
-                        errors.push(ModelError::new(
+                        errors.push(ModelError::at(
                             subject.clone(),
+                            "bind",
                             format!("bind {a} overlaps bind {b} of frontend {:?}", other.name),
                         ));
                     }
@@ -563,28 +580,39 @@ fn validate_backend(backend: &Backend, errors: &mut Vec<ModelError>) {
     }
     if let Some(stick) = &backend.stick {
         if stick.size == 0 {
-            errors.push(ModelError::new(subject.clone(), "stick.size must be > 0"));
+            errors.push(ModelError::at(
+                subject.clone(),
+                "stick",
+                "stick.size must be > 0",
+            ));
         }
         if stick.expire.is_zero() {
-            errors.push(ModelError::new(subject.clone(), "stick.expire must be > 0"));
+            errors.push(ModelError::at(
+                subject.clone(),
+                "stick",
+                "stick.expire must be > 0",
+            ));
         }
     }
     if let Some(health) = &backend.health {
         if health.interval.is_zero() || health.timeout.is_zero() {
-            errors.push(ModelError::new(
+            errors.push(ModelError::at(
                 subject.clone(),
+                "health",
                 "health.interval and health.timeout must be > 0",
             ));
         }
         if health.rise == 0 || health.fall == 0 {
-            errors.push(ModelError::new(
+            errors.push(ModelError::at(
                 subject.clone(),
+                "health",
                 "health.rise and health.fall must be >= 1",
             ));
         }
         if health.expect.as_deref().is_some_and(str::is_empty) {
-            errors.push(ModelError::new(
+            errors.push(ModelError::at(
                 subject.clone(),
+                "health",
                 "health.expect must not be empty",
             ));
         }

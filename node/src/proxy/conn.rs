@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
+use super::plane::ListenerSlot;
 use super::pump::{self, End, Flow, Idle};
 use super::{canonical_client, now_ms, BackendRt, DataPlane, FrontendRt, ServerRt};
 use crate::stick::ServerName;
@@ -26,25 +27,35 @@ use crate::stick::ServerName;
 /// available.
 const MAX_ATTEMPTS: usize = 3;
 
-pub(super) async fn accept_loop(plane: Arc<DataPlane>, frontend: String, listener: TcpListener) {
+pub(super) async fn accept_loop(
+    plane: Arc<DataPlane>,
+    slot: Arc<ListenerSlot>,
+    listener: TcpListener,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(handle(plane.clone(), frontend.clone(), stream, peer));
+                let frontend = slot.frontend.load_full();
+                tokio::spawn(handle(plane.clone(), frontend, stream, peer));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.
-                warn!(frontend = %frontend, error = %e, "accept failed");
+                warn!(frontend = %slot.frontend.load(), error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-async fn handle(plane: Arc<DataPlane>, frontend_name: String, client: TcpStream, peer: SocketAddr) {
+async fn handle(
+    plane: Arc<DataPlane>,
+    frontend_name: Arc<String>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
     let (frontend, backend) = {
         let view = plane.view();
-        let Some(frontend) = view.frontends.get(&frontend_name).cloned() else {
+        let Some(frontend) = view.frontends.get(frontend_name.as_str()).cloned() else {
             return;
         };
         let Some(backend) = view.backends.get(&frontend.spec.backend).cloned() else {

@@ -1,42 +1,44 @@
-//! The TCP proxy data plane: runtime objects built from the cluster model, listeners,
-//! health checkers and the stick-table sweeper.
+//! The TCP proxy data plane: the runtime objects built from the cluster model (this
+//! file), the plane that owns listeners and background tasks ([`plane`]), the
+//! connection path ([`conn`]) and the byte relay ([`pump`]).
 //!
 //! The connection path reads an immutable [`View`] through `ArcSwap` and never waits on
 //! anything but its own sockets, its backend's stick-table mutex (held for one decision,
-//! no I/O under it) and, when a server is full, that server's FIFO queue.
+//! no I/O under it) and, when a server is full, that server's FIFO queue. Decisions that
+//! must reach the other nodes go to a [`ReplicationSink`] (the node's journal), which
+//! never blocks.
 
 mod conn;
+mod plane;
 mod pump;
+
+pub use plane::{DataPlane, DataPlaneError};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use ballast_raft_store::model::{AdminState, Backend, ClusterModel, Frontend};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::balance::{self, Candidate, SmoothRoundRobin};
-use crate::health::{self, Flip, Hysteresis};
 use crate::metrics::{self, Metrics};
 use crate::stick::{ServerName, StickTable, Stickiness};
 
-#[derive(Debug, thiserror::Error)]
-pub enum DataPlaneError {
-    #[error("frontend {frontend:?}: cannot listen on {addr}: {source}")]
-    Bind {
-        frontend: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+/// Where the data plane hands what the other nodes must learn. Implementations queue
+/// and return at once: the connection path never waits on consensus.
+pub trait ReplicationSink: Send + Sync + 'static {
+    /// A client's (new or refreshed) entry.
+    fn stick(&self, backend: &Arc<str>, key: IpAddr, server: &ServerName, last_seen_ms: u64);
+    /// This node's health checks flipped a server.
+    fn health(&self, backend: &str, server: &str, up: bool, at_ms: u64);
 }
 
 /// Unix milliseconds: the time base of stick entries, chosen so entries can be compared
@@ -54,7 +56,12 @@ pub struct ServerRt {
     pub weight: u32,
     pub maxconn: u32,
     admin: AtomicU8,
+    /// What this node's own probes concluded.
     up: AtomicBool,
+    /// Whether this node has probed yet; until then the replicated state decides
+    /// (DESIGN principle 6: a node taking over knows which servers are down).
+    probed: AtomicBool,
+    replicated_up: AtomicBool,
     /// Connections assigned to this server (queued, connecting or established): the
     /// load leastconn compares.
     assigned: AtomicU32,
@@ -80,6 +87,8 @@ impl ServerRt {
             maxconn: spec.maxconn,
             admin: AtomicU8::new(admin_to_u8(spec.admin)),
             up: AtomicBool::new(true),
+            probed: AtomicBool::new(false),
+            replicated_up: AtomicBool::new(true),
             assigned: AtomicU32::new(0),
             slots: (spec.maxconn > 0).then(|| Arc::new(Semaphore::new(spec.maxconn as usize))),
             m_active: m.server_active.get_or_create(&labels).clone(),
@@ -99,7 +108,11 @@ impl ServerRt {
     }
 
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        if self.probed.load(Ordering::Relaxed) {
+            self.up.load(Ordering::Relaxed)
+        } else {
+            self.replicated_up.load(Ordering::Relaxed)
+        }
     }
 
     pub fn assigned(&self) -> u32 {
@@ -116,9 +129,38 @@ impl ServerRt {
         self.is_up() && self.admin() != AdminState::Maint
     }
 
-    fn set_up(&self, up: bool) {
+    /// Records this node's own conclusion; from now on it wins over the replicated one.
+    fn set_probed_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+        self.probed.store(true, Ordering::Relaxed);
         self.m_up.set(i64::from(up));
+    }
+
+    fn set_replicated_up(&self, up: bool) {
+        self.replicated_up.store(up, Ordering::Relaxed);
+        if !self.probed.load(Ordering::Relaxed) {
+            self.m_up.set(i64::from(up));
+        }
+    }
+
+    fn set_admin(&self, state: AdminState) {
+        self.admin.store(admin_to_u8(state), Ordering::Relaxed);
+    }
+
+    /// Same target and limits: the runtime (counters, queue, health) can be kept.
+    fn same_target(&self, spec: &ballast_raft_store::model::Server) -> bool {
+        self.addr == spec.addr && self.weight == spec.weight && self.maxconn == spec.maxconn
+    }
+
+    /// Carries health over to a replacement (same server name, new address or limits).
+    fn inherit_health(&self, old: &ServerRt) {
+        self.up
+            .store(old.up.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.probed
+            .store(old.probed.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.replicated_up
+            .store(old.replicated_up.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.m_up.set(i64::from(self.is_up()));
     }
 }
 
@@ -139,40 +181,153 @@ fn admin_from_u8(value: u8) -> AdminState {
 }
 
 pub struct BackendRt {
+    pub name: Arc<str>,
     pub spec: Backend,
     pub servers: Vec<Arc<ServerRt>>,
-    stick: Option<Mutex<StickTable>>,
+    /// Shared with the backend's previous and next runtime, so a model change never
+    /// loses an entry and connections opened before it release into the same table.
+    stick: Option<Arc<Mutex<StickTable>>>,
     round_robin: Mutex<SmoothRoundRobin>,
     tie_breaker: AtomicUsize,
-    reported_evictions: AtomicU64,
+    reported_evictions: Arc<AtomicU64>,
+    sink: Option<Arc<dyn ReplicationSink>>,
     m_stick_moves: Counter,
 }
 
 impl BackendRt {
-    fn new(spec: &Backend, m: &Metrics) -> Self {
+    /// Builds the runtime for `spec`, keeping what it can of `previous` (the same
+    /// backend before a model change): its stick table and every server whose address
+    /// and limits did not change, with their counters, queues and health.
+    fn new(
+        spec: &Backend,
+        m: &Metrics,
+        sink: Option<Arc<dyn ReplicationSink>>,
+        previous: Option<&BackendRt>,
+    ) -> Self {
         let servers = spec
             .servers
             .iter()
-            .map(|s| Arc::new(ServerRt::new(&spec.name, s, m)))
+            .map(|s| {
+                let old = previous.and_then(|p| p.server(&s.name));
+                match old {
+                    Some(old) if old.same_target(s) => {
+                        old.set_admin(s.admin);
+                        old.clone()
+                    }
+                    _ => {
+                        let fresh = ServerRt::new(&spec.name, s, m);
+                        if let Some(old) = old {
+                            fresh.inherit_health(old);
+                        }
+                        Arc::new(fresh)
+                    }
+                }
+            })
             .collect();
         let stick = spec.stick.as_ref().map(|s| {
             m.stick_capacity
                 .get_or_create(&metrics::backend_labels(&spec.name))
                 .set(s.size as i64);
-            Mutex::new(StickTable::new(s.size, s.expire.as_millis() as u64))
+            let expire_ms = s.expire.as_millis() as u64;
+            match previous.and_then(|p| p.stick.clone()) {
+                Some(table) => {
+                    table.lock().resize(s.size, expire_ms);
+                    table
+                }
+                None => Arc::new(Mutex::new(StickTable::new(s.size, expire_ms))),
+            }
         });
         BackendRt {
+            name: Arc::from(spec.name.as_str()),
             spec: spec.clone(),
             servers,
             stick,
             round_robin: Mutex::new(SmoothRoundRobin::default()),
             tie_breaker: AtomicUsize::new(0),
-            reported_evictions: AtomicU64::new(0),
+            reported_evictions: previous
+                .map(|p| p.reported_evictions.clone())
+                .unwrap_or_default(),
+            sink,
             m_stick_moves: m
                 .stick_moves
                 .get_or_create(&metrics::backend_labels(&spec.name))
                 .clone(),
         }
+    }
+
+    fn replicate(&self, client: IpAddr, server: &ServerName, now_ms: u64) {
+        if let Some(sink) = &self.sink {
+            sink.stick(&self.name, client, server, now_ms);
+        }
+    }
+
+    /// Takes in entries committed by other nodes.
+    pub fn merge_sticks<'a>(&self, updates: impl IntoIterator<Item = (IpAddr, &'a Arc<str>, u64)>) {
+        let Some(table) = &self.stick else { return };
+        let mut table = table.lock();
+        for (key, server, last_seen_ms) in updates {
+            table.merge(key, server.clone(), last_seen_ms);
+        }
+    }
+
+    pub fn forget_sticks(&self, key: Option<IpAddr>) {
+        let Some(table) = &self.stick else { return };
+        let mut table = table.lock();
+        match key {
+            Some(key) => {
+                table.forget(&key);
+            }
+            None => table.clear(),
+        }
+    }
+
+    /// Re-reports every client connected here, so its replicated entry never expires
+    /// while it holds a connection (see `ballast_raft_store::state`).
+    fn refresh_connected(&self, now_ms: u64) -> usize {
+        let (Some(table), Some(sink)) = (&self.stick, &self.sink) else {
+            return 0;
+        };
+        let connected: Vec<(IpAddr, ServerName)> = table
+            .lock()
+            .connected()
+            .map(|(k, s)| (k, s.clone()))
+            .collect();
+        for (key, server) in &connected {
+            sink.stick(&self.name, *key, server, now_ms);
+        }
+        connected.len()
+    }
+
+    /// Up to `limit` entries after `after` in key order: the stick API's page.
+    pub fn stick_page(
+        &self,
+        key: Option<IpAddr>,
+        after: Option<IpAddr>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<StickView> {
+        let Some(table) = &self.stick else {
+            return Vec::new();
+        };
+        let table = table.lock();
+        let view = |k: &IpAddr, e: &crate::stick::Entry| StickView {
+            key: *k,
+            server: e.server.to_string(),
+            open: e.open,
+            last_seen_ms: e.last_seen_ms,
+            expires_in_ms: table.expires_in_ms(e, now_ms),
+        };
+        if let Some(key) = key {
+            return table.get(&key).map(|e| view(&key, e)).into_iter().collect();
+        }
+        let mut page: Vec<StickView> = table
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| **k > a))
+            .map(|(k, e)| view(k, e))
+            .collect();
+        page.sort_unstable_by_key(|v| v.key);
+        page.truncate(limit);
+        page
     }
 
     pub fn server(&self, name: &str) -> Option<&Arc<ServerRt>> {
@@ -231,9 +386,14 @@ impl BackendRt {
         let server = self.server(&assignment.server)?.clone();
         server.assigned.fetch_add(1, Ordering::Relaxed);
         drop(table);
-        if let crate::stick::Outcome::Moved { from } = &assignment.outcome {
-            self.m_stick_moves.inc();
-            info!(%client, backend = %self.spec.name, from = %from, to = %server.name, "client re-stuck");
+        match &assignment.outcome {
+            crate::stick::Outcome::Kept => {}
+            crate::stick::Outcome::New => self.replicate(client, &server.name, now_ms),
+            crate::stick::Outcome::Moved { from } => {
+                self.m_stick_moves.inc();
+                info!(%client, backend = %self.spec.name, from = %from, to = %server.name, "client re-stuck");
+                self.replicate(client, &server.name, now_ms);
+            }
         }
         Some(server)
     }
@@ -265,8 +425,9 @@ impl BackendRt {
             }
         };
         failed.assigned.fetch_sub(1, Ordering::Relaxed);
-        if next.name != failed.name {
+        if next.name != failed.name && self.stick.is_some() {
             self.m_stick_moves.inc();
+            self.replicate(client, &next.name, now_ms());
         }
         Some(next)
     }
@@ -274,7 +435,11 @@ impl BackendRt {
     fn release(&self, client: IpAddr, server: &ServerRt, now_ms: u64) {
         server.assigned.fetch_sub(1, Ordering::Relaxed);
         if let Some(table) = &self.stick {
-            table.lock().release(client, now_ms);
+            let last_close = table.lock().release(client, now_ms);
+            // Expiry counts from here on every node.
+            if let Some(stuck_to) = last_close {
+                self.replicate(client, &stuck_to, now_ms);
+            }
         }
     }
 
@@ -297,6 +462,18 @@ impl BackendRt {
             .get_or_create(&labels)
             .inc_by(evictions.saturating_sub(before));
     }
+}
+
+/// One stick entry as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StickView {
+    pub key: IpAddr,
+    pub server: String,
+    /// Connections this client has open through this node.
+    pub open: u32,
+    pub last_seen_ms: u64,
+    /// `None` while the client is connected here.
+    pub expires_in_ms: Option<u64>,
 }
 
 /// The stick key of a client: its IP, with IPv4-mapped IPv6 folded to IPv4 so a
@@ -355,115 +532,56 @@ pub struct View {
 }
 
 impl View {
-    fn build(model: &ClusterModel, m: &Metrics) -> View {
+    fn empty() -> View {
+        View {
+            frontends: HashMap::new(),
+            backends: HashMap::new(),
+        }
+    }
+
+    /// The view for `model`, reusing every runtime object of `previous` whose spec did
+    /// not change, so that established connections and counters carry on.
+    fn build(
+        model: &ClusterModel,
+        m: &Metrics,
+        sink: &Option<Arc<dyn ReplicationSink>>,
+        previous: &View,
+    ) -> View {
         View {
             frontends: model
                 .frontends
                 .values()
-                .map(|f| (f.name.clone(), Arc::new(FrontendRt::new(f, m))))
+                .map(|f| {
+                    let reused = previous
+                        .frontends
+                        .get(&f.name)
+                        .filter(|old| old.spec == *f)
+                        .cloned();
+                    (
+                        f.name.clone(),
+                        reused.unwrap_or_else(|| Arc::new(FrontendRt::new(f, m))),
+                    )
+                })
                 .collect(),
             backends: model
                 .backends
                 .values()
-                .map(|b| (b.name.clone(), Arc::new(BackendRt::new(b, m))))
+                .map(|b| {
+                    let old = previous.backends.get(&b.name);
+                    let rt = match old {
+                        Some(old) if old.spec == *b => old.clone(),
+                        _ => Arc::new(BackendRt::new(b, m, sink.clone(), old.map(|o| &**o))),
+                    };
+                    (b.name.clone(), rt)
+                })
                 .collect(),
         }
-    }
-}
-
-pub struct DataPlane {
-    view: ArcSwap<View>,
-    metrics: Arc<Metrics>,
-    ready: AtomicBool,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    local_addrs: Mutex<Vec<SocketAddr>>,
-}
-
-impl DataPlane {
-    pub fn new(model: &ClusterModel, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(DataPlane {
-            view: ArcSwap::from_pointee(View::build(model, &metrics)),
-            metrics,
-            ready: AtomicBool::new(false),
-            tasks: Mutex::new(Vec::new()),
-            local_addrs: Mutex::new(Vec::new()),
-        })
-    }
-
-    pub fn view(&self) -> Arc<View> {
-        self.view.load_full()
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Addresses the listeners are bound to (useful when a config asks for port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.local_addrs.lock().clone()
-    }
-
-    /// Binds every frontend's listeners (all or nothing), then starts accepting, health
-    /// checking and sweeping expired stick entries.
-    pub fn start(self: &Arc<Self>) -> Result<(), DataPlaneError> {
-        let view = self.view();
-        let mut listeners = Vec::new();
-        let mut frontends: Vec<_> = view.frontends.values().cloned().collect();
-        frontends.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-        for frontend in &frontends {
-            for bind in &frontend.spec.bind {
-                for addr in bind.addrs() {
-                    let listener = listen(addr).map_err(|source| DataPlaneError::Bind {
-                        frontend: frontend.spec.name.clone(),
-                        addr,
-                        source,
-                    })?;
-                    listeners.push((frontend.spec.name.clone(), listener));
-                }
-            }
-        }
-        let mut tasks = self.tasks.lock();
-        for (frontend, listener) in listeners {
-            let addr = listener.local_addr().ok();
-            self.local_addrs.lock().extend(addr);
-            info!(frontend = %frontend, addr = ?addr, "listening");
-            tasks.push(tokio::spawn(conn::accept_loop(
-                self.clone(),
-                frontend,
-                listener,
-            )));
-        }
-        for backend in view.backends.values() {
-            if let Some(check) = &backend.spec.health {
-                for server in &backend.servers {
-                    tasks.push(tokio::spawn(health_loop(server.clone(), check.clone())));
-                }
-            }
-        }
-        tasks.push(tokio::spawn(sweep_loop(self.clone())));
-        self.ready.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Stops accepting and checking. Established connections are left to finish.
-    pub fn stop(&self) {
-        self.ready.store(false, Ordering::Relaxed);
-        for task in self.tasks.lock().drain(..) {
-            task.abort();
-        }
-    }
-
-    pub fn render_metrics(&self) -> String {
-        for backend in self.view().backends.values() {
-            backend.export_stick_metrics(&self.metrics);
-        }
-        self.metrics.render()
     }
 }
 
 /// A listening socket with IP_FREEBIND, so a standby can bind the VIP before it holds
 /// it, and SO_REUSEADDR so a restart does not wait for TIME_WAIT.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -481,47 +599,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn health_loop(server: Arc<ServerRt>, check: ballast_raft_store::model::HealthCheck) {
-    let mut state = Hysteresis::new(check.rise, check.fall);
-    let mut ticker = tokio::time::interval(check.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let result = health::probe(server.addr, &check).await;
-        if let Err(e) = &result {
-            server.m_health_failures.inc();
-            tracing::debug!(backend = %server.backend, server = %server.name, reason = e.as_str(), error = %e, "health probe failed");
-        }
-        match state.observe(result.is_ok()) {
-            Some(Flip::WentDown) => {
-                server.set_up(false);
-                warn!(backend = %server.backend, server = %server.name, addr = %server.addr,
-                      error = %result.err().map(|e| e.to_string()).unwrap_or_default(), "server down");
-            }
-            Some(Flip::CameUp) => {
-                server.set_up(true);
-                info!(backend = %server.backend, server = %server.name, addr = %server.addr, "server up");
-            }
-            None => {}
-        }
-    }
-}
-
-async fn sweep_loop(plane: Arc<DataPlane>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        ticker.tick().await;
-        let now = now_ms();
-        for backend in plane.view().backends.values() {
-            backend.sweep(now);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ballast_raft_store::model::{Balance, Server, Stick, StickOn};
+    use std::time::Duration;
 
     fn backend(balance: Balance, stick: bool) -> BackendRt {
         let spec = Backend {
@@ -546,7 +628,7 @@ mod tests {
                 })
                 .collect(),
         };
-        BackendRt::new(&spec, &Metrics::new())
+        BackendRt::new(&spec, &Metrics::new(), None, None)
     }
 
     fn client(i: u32) -> IpAddr {
@@ -554,10 +636,7 @@ mod tests {
     }
 
     fn set_admin(b: &BackendRt, server: &str, state: AdminState) {
-        b.server(server)
-            .unwrap()
-            .admin
-            .store(admin_to_u8(state), Ordering::Relaxed);
+        b.server(server).unwrap().set_admin(state);
     }
 
     #[test]
@@ -600,7 +679,7 @@ mod tests {
         set_admin(&b, &first.name, AdminState::Ready);
         // Back in service: the client stays where it was moved.
         assert_eq!(b.decide(client(1), 3).unwrap().name, moved.name);
-        moved.set_up(false);
+        moved.set_probed_up(false);
         let again = b.decide(client(1), 4).unwrap();
         assert_ne!(again.name, moved.name);
         assert!(again.is_up());
@@ -611,11 +690,11 @@ mod tests {
         let b = backend(Balance::Roundrobin, true);
         let first = b.decide(client(1), 0).unwrap();
         for s in &b.servers {
-            s.set_up(false);
+            s.set_probed_up(false);
         }
         assert!(b.decide(client(1), 1).is_none());
         assert!(b.decide(client(2), 1).is_none());
-        first.set_up(true);
+        first.set_probed_up(true);
         assert_eq!(b.decide(client(1), 2).unwrap().name, first.name);
     }
 

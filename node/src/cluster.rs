@@ -1,0 +1,383 @@
+//! The two directions between the data plane and the replicated cluster:
+//!
+//! ```text
+//!  data plane ──stick decisions, health flips──▶ Journal ──batches (50 ms / 1,024)──▶ Raft
+//!  data plane ◀──model, peers' entries, health── PlaneMirror ◀──committed entries─── Raft
+//! ```
+//!
+//! The connection path only ever touches the [`Journal`]'s mutex for one map insert.
+//! When there is no quorum the journal keeps the latest decision per client (bounded,
+//! counted) and the flusher keeps retrying, so everything is replayed once a majority is
+//! back (DESIGN principles 2 and 4).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_raft_store::replica::Replica;
+use ballast_raft_store::state::{
+    Change, ClusterState, Command, HealthReport, NodeId, StickBatch, StickUpdate,
+};
+use ballast_raft_store::store::Observer;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::proxy::{DataPlane, ReplicationSink};
+use crate::stick::ServerName;
+
+/// Entries per proposal, and the fill level that wakes the flusher early.
+pub const BATCH_ENTRIES: usize = 1024;
+/// How long a decision may wait in the journal before it is proposed.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// Distinct clients the journal holds while there is no quorum.
+pub const JOURNAL_CAPACITY: usize = 1_000_000;
+
+#[derive(Default)]
+struct Pending {
+    /// The latest decision per (backend, client): replaying an older one is pointless.
+    sticks: BTreeMap<(Arc<str>, IpAddr), (ServerName, u64)>,
+    health: BTreeMap<(String, String), HealthReport>,
+}
+
+pub struct Journal {
+    pending: Mutex<Pending>,
+    wake: Notify,
+    capacity: usize,
+    pub dropped: AtomicU64,
+    pub proposed: AtomicU64,
+    pub failed_proposals: AtomicU64,
+}
+
+impl Journal {
+    pub fn new(capacity: usize) -> Self {
+        Journal {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            capacity,
+            dropped: AtomicU64::new(0),
+            proposed: AtomicU64::new(0),
+            failed_proposals: AtomicU64::new(0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        let p = self.pending.lock();
+        p.sticks.len() + p.health.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take_sticks(&self, max: usize) -> Vec<StickBatch> {
+        let mut p = self.pending.lock();
+        let mut by_backend: BTreeMap<Arc<str>, Vec<StickUpdate>> = BTreeMap::new();
+        for _ in 0..max {
+            let Some(((backend, key), (server, last_seen_ms))) = p.sticks.pop_first() else {
+                break;
+            };
+            by_backend.entry(backend).or_default().push(StickUpdate {
+                key,
+                server,
+                last_seen_ms,
+            });
+        }
+        by_backend
+            .into_iter()
+            .map(|(backend, updates)| StickBatch {
+                backend: backend.to_string(),
+                updates,
+            })
+            .collect()
+    }
+
+    /// Puts back what could not be proposed, unless a newer decision came in meanwhile.
+    fn restore_sticks(&self, batches: Vec<StickBatch>) {
+        let mut p = self.pending.lock();
+        for batch in batches {
+            let backend: Arc<str> = Arc::from(batch.backend.as_str());
+            for u in batch.updates {
+                let slot = p.sticks.entry((backend.clone(), u.key));
+                match slot {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert((u.server, u.last_seen_ms));
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => {}
+                }
+            }
+        }
+        self.enforce_capacity(&mut p);
+    }
+
+    fn enforce_capacity(&self, p: &mut Pending) {
+        while p.sticks.len() > self.capacity {
+            // Oldest decision goes: the least likely to matter when quorum returns.
+            let oldest = p
+                .sticks
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    p.sticks.remove(&k);
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl ReplicationSink for Journal {
+    fn stick(&self, backend: &Arc<str>, key: IpAddr, server: &ServerName, last_seen_ms: u64) {
+        let full = {
+            let mut p = self.pending.lock();
+            p.sticks
+                .insert((backend.clone(), key), (server.clone(), last_seen_ms));
+            if p.sticks.len() > self.capacity {
+                self.enforce_capacity(&mut p);
+            }
+            p.sticks.len() >= BATCH_ENTRIES
+        };
+        if full {
+            self.wake.notify_one();
+        }
+    }
+
+    fn health(&self, backend: &str, server: &str, up: bool, at_ms: u64) {
+        self.pending.lock().health.insert(
+            (backend.to_string(), server.to_string()),
+            HealthReport { up, at_ms },
+        );
+        self.wake.notify_one();
+    }
+}
+
+/// Proposes the journal's content in batches until the task is dropped.
+pub async fn flush_loop(journal: Arc<Journal>, replica: Arc<Replica>) {
+    let me = replica.id();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = journal.wake.notified() => {}
+            () = tokio::time::sleep(BATCH_INTERVAL) => {}
+        }
+        let mut ok = true;
+        loop {
+            let batches = journal.take_sticks(BATCH_ENTRIES);
+            if batches.is_empty() {
+                break;
+            }
+            let count: usize = batches.iter().map(|b| b.updates.len()).sum();
+            match replica
+                .propose(Command::Stick {
+                    origin: me,
+                    batches: batches.clone(),
+                })
+                .await
+            {
+                Ok(_) => {
+                    journal.proposed.fetch_add(count as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    journal.failed_proposals.fetch_add(1, Ordering::Relaxed);
+                    journal.restore_sticks(batches);
+                    if !failing {
+                        warn!(error = %e, pending = journal.len(), "stick decisions kept in the local journal until the cluster has a quorum again");
+                    }
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        let health: Vec<((String, String), HealthReport)> = {
+            let mut p = journal.pending.lock();
+            std::mem::take(&mut p.health).into_iter().collect()
+        };
+        for ((backend, server), report) in health {
+            let command = Command::Health {
+                observer: me,
+                backend: backend.clone(),
+                server: server.clone(),
+                report,
+            };
+            if replica.propose(command).await.is_err() {
+                ok = false;
+                journal
+                    .pending
+                    .lock()
+                    .health
+                    .entry((backend, server))
+                    .or_insert(report);
+            }
+        }
+        if ok && failing {
+            info!("quorum is back: the local journal has been replayed");
+        }
+        failing = !ok;
+        if failing {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Mirrors committed changes into the data plane. Runs inside the state machine: only
+/// quick, lock-local work here; model changes are handed to [`apply_loop`].
+pub struct PlaneMirror {
+    me: NodeId,
+    plane: Arc<DataPlane>,
+    reset: AtomicBool,
+    generation: watch::Sender<u64>,
+}
+
+impl PlaneMirror {
+    pub fn new(me: NodeId, plane: Arc<DataPlane>) -> Arc<Self> {
+        Arc::new(PlaneMirror {
+            me,
+            plane,
+            reset: AtomicBool::new(true),
+            generation: watch::channel(0).0,
+        })
+    }
+}
+
+impl Observer for PlaneMirror {
+    fn on_change(&self, _state: &ClusterState, change: &Change) {
+        match change {
+            Change::Model => self.generation.send_modify(|g| *g += 1),
+            Change::Sticks { origin, batches } if *origin != self.me => {
+                self.plane.merge_remote(batches)
+            }
+            Change::StickForgotten { backend, key } => self.plane.forget_sticks(backend, *key),
+            Change::Health {
+                backend,
+                server,
+                effective_up,
+            } => self
+                .plane
+                .set_replicated_health(backend, server, *effective_up),
+            Change::Sticks { .. } | Change::Swept | Change::None => {}
+        }
+    }
+
+    fn on_reset(&self, _state: &ClusterState) {
+        self.reset.store(true, Ordering::Relaxed);
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Applies the replicated model to the data plane whenever it changes (and the whole
+/// state after a reset), outside the state machine.
+pub async fn apply_loop(mirror: Arc<PlaneMirror>, replica: Arc<Replica>) {
+    let mut changes = mirror.generation.subscribe();
+    let mut applied_revision = None;
+    loop {
+        let (model, bootstrapped, revision) = replica.read(|a| {
+            (
+                a.state.model.clone(),
+                a.state.bootstrapped,
+                a.state.revision,
+            )
+        });
+        let reset = mirror.reset.swap(false, Ordering::Relaxed);
+        if bootstrapped {
+            let errors = mirror.plane.apply_model(&model);
+            // Entries of backends that just appeared, and everything after a reset.
+            replica.read(|a| mirror.plane.import_state(&a.state));
+            if applied_revision.is_none() {
+                info!(
+                    revision,
+                    frontends = model.frontends.len(),
+                    backends = model.backends.len(),
+                    "cluster model applied to the data plane"
+                );
+            }
+            if !errors.is_empty() {
+                warn!(failed = errors.len(), "some listeners could not be opened");
+            }
+            applied_revision = Some(revision);
+        } else if reset {
+            info!("waiting for the cluster model to be seeded");
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(s: &str) -> ServerName {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn journal_keeps_the_latest_decision_per_client_and_batches_by_backend() {
+        let j = Journal::new(100);
+        let b: Arc<str> = Arc::from("b");
+        let c: Arc<str> = Arc::from("c");
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        j.stick(&b, ip(1), &server("s1"), 1);
+        j.stick(&b, ip(1), &server("s2"), 2);
+        j.stick(&c, ip(1), &server("s1"), 3);
+        assert_eq!(j.len(), 2);
+        let batches = j.take_sticks(10);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].updates[0].server.as_ref(), "s2");
+        assert!(j.is_empty());
+        // A failed proposal comes back, but never over a newer decision.
+        j.stick(&b, ip(1), &server("s3"), 9);
+        j.restore_sticks(batches);
+        let again = j.take_sticks(10);
+        let b_update = &again.iter().find(|x| x.backend == "b").unwrap().updates[0];
+        assert_eq!(b_update.server.as_ref(), "s3");
+    }
+
+    #[test]
+    fn journal_is_bounded_and_counts_what_it_drops() {
+        let j = Journal::new(3);
+        let b: Arc<str> = Arc::from("b");
+        for n in 0..5u8 {
+            j.stick(
+                &b,
+                IpAddr::from([127, 0, 0, n]),
+                &server("s1"),
+                u64::from(n),
+            );
+        }
+        assert_eq!(j.len(), 3);
+        assert_eq!(j.dropped.load(Ordering::Relaxed), 2);
+        let kept: Vec<u64> = j.take_sticks(10)[0]
+            .updates
+            .iter()
+            .map(|u| u.last_seen_ms)
+            .collect();
+        assert_eq!(kept, vec![2, 3, 4], "the oldest decisions were dropped");
+    }
+
+    #[test]
+    fn take_respects_the_batch_size() {
+        let j = Journal::new(10_000);
+        let b: Arc<str> = Arc::from("b");
+        for n in 0..3000u32 {
+            j.stick(
+                &b,
+                IpAddr::from(std::net::Ipv4Addr::from(n)),
+                &server("s1"),
+                1,
+            );
+        }
+        let first: usize = j
+            .take_sticks(BATCH_ENTRIES)
+            .iter()
+            .map(|b| b.updates.len())
+            .sum();
+        assert_eq!(first, BATCH_ENTRIES);
+        assert_eq!(j.len(), 3000 - BATCH_ENTRIES);
+    }
+}

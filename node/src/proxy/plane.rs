@@ -1,0 +1,365 @@
+//! The data plane as a whole: the current [`View`], its listeners, health checkers and
+//! housekeeping. [`DataPlane::apply_model`] moves it from one model to the next in the
+//! one running process: listeners are opened and closed only where binds changed,
+//! runtime objects whose spec did not change are kept, and established connections —
+//! which hold their own `Arc`s — are never touched. Never a reload.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ballast_raft_store::model::{ClusterModel, HealthCheck};
+use ballast_raft_store::state::{ClusterState, StickBatch};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::{conn, listen, now_ms, ReplicationSink, ServerRt, View};
+use crate::health::{self, Flip, Hysteresis};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("frontend {frontend:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        frontend: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound port. The frontend it serves can change without closing the socket.
+pub(super) struct ListenerSlot {
+    pub(super) frontend: ArcSwap<String>,
+}
+
+struct Listener {
+    slot: Arc<ListenerSlot>,
+    local: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+struct Checker {
+    server: Arc<ServerRt>,
+    check: HealthCheck,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Runtime {
+    listeners: BTreeMap<SocketAddr, Listener>,
+    checkers: HashMap<(String, String), Checker>,
+    housekeeping: Vec<JoinHandle<()>>,
+    applied_once: bool,
+    stopped: bool,
+    bind_errors: Vec<String>,
+}
+
+pub struct DataPlane {
+    view: ArcSwap<View>,
+    metrics: Arc<Metrics>,
+    sink: Option<Arc<dyn ReplicationSink>>,
+    ready: AtomicBool,
+    /// Touched only when the model changes or the plane stops, never per connection.
+    runtime: Mutex<Runtime>,
+}
+
+impl DataPlane {
+    pub fn new(metrics: Arc<Metrics>, sink: Option<Arc<dyn ReplicationSink>>) -> Arc<Self> {
+        Arc::new(DataPlane {
+            view: ArcSwap::from_pointee(View::empty()),
+            metrics,
+            sink,
+            ready: AtomicBool::new(false),
+            runtime: Mutex::new(Runtime::default()),
+        })
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// A model has been applied and every listener is bound.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Why the plane is not ready, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let rt = self.runtime.lock();
+        if rt.stopped {
+            Some("the data plane is stopped".into())
+        } else if !rt.applied_once {
+            Some("no cluster model applied yet".into())
+        } else if !rt.bind_errors.is_empty() {
+            Some(rt.bind_errors.join("; "))
+        } else {
+            None
+        }
+    }
+
+    /// Addresses the listeners are bound to (useful when a config asks for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.runtime
+            .lock()
+            .listeners
+            .values()
+            .map(|l| l.local)
+            .collect()
+    }
+
+    /// Moves to `model`. Listeners that cannot be bound are reported and retried at the
+    /// next model change; everything else is applied.
+    pub fn apply_model(self: &Arc<Self>, model: &ClusterModel) -> Vec<DataPlaneError> {
+        let mut rt = self.runtime.lock();
+        if rt.stopped {
+            return Vec::new();
+        }
+        let previous = self.view();
+        let next = Arc::new(View::build(model, &self.metrics, &self.sink, &previous));
+
+        let mut wanted: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        for frontend in model.frontends.values() {
+            for bind in &frontend.bind {
+                for addr in bind.addrs() {
+                    wanted.insert(addr, frontend.name.clone());
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        let mut opened = Vec::new();
+        for (addr, frontend) in &wanted {
+            if let Some(existing) = rt.listeners.get(addr) {
+                if **existing.slot.frontend.load() != *frontend {
+                    existing.slot.frontend.store(Arc::new(frontend.clone()));
+                }
+                continue;
+            }
+            match listen(*addr) {
+                Ok(listener) => opened.push((*addr, frontend.clone(), listener)),
+                Err(source) => {
+                    error!(frontend = %frontend, %addr, error = %source, "cannot listen");
+                    errors.push(DataPlaneError::Bind {
+                        frontend: frontend.clone(),
+                        addr: *addr,
+                        source,
+                    });
+                }
+            }
+        }
+        // The new view first: a connection accepted on a new port must find its frontend.
+        self.view.store(next.clone());
+        for (addr, frontend, listener) in opened {
+            let local = listener.local_addr().unwrap_or(addr);
+            let slot = Arc::new(ListenerSlot {
+                frontend: ArcSwap::from_pointee(frontend.clone()),
+            });
+            info!(frontend = %frontend, addr = %local, "listening");
+            let task = tokio::spawn(conn::accept_loop(self.clone(), slot.clone(), listener));
+            rt.listeners.insert(addr, Listener { slot, local, task });
+        }
+        let gone: Vec<SocketAddr> = rt
+            .listeners
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(l) = rt.listeners.remove(&addr) {
+                info!(addr = %l.local, "closing listener (established connections stay)");
+                l.task.abort();
+            }
+        }
+        self.sync_checkers(&mut rt, &next);
+        if rt.housekeeping.is_empty() {
+            rt.housekeeping.push(tokio::spawn(sweep_loop(self.clone())));
+            rt.housekeeping
+                .push(tokio::spawn(refresh_loop(self.clone())));
+        }
+        rt.applied_once = true;
+        rt.bind_errors = errors.iter().map(ToString::to_string).collect();
+        self.ready.store(errors.is_empty(), Ordering::Relaxed);
+        errors
+    }
+
+    fn sync_checkers(&self, rt: &mut Runtime, view: &View) {
+        let mut wanted: HashMap<(String, String), (Arc<ServerRt>, HealthCheck)> = HashMap::new();
+        for backend in view.backends.values() {
+            if let Some(check) = &backend.spec.health {
+                for server in &backend.servers {
+                    wanted.insert(
+                        (backend.spec.name.clone(), server.name.to_string()),
+                        (server.clone(), check.clone()),
+                    );
+                }
+            }
+        }
+        rt.checkers.retain(|key, checker| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(s, c)| Arc::ptr_eq(s, &checker.server) && *c == checker.check);
+            if !keep {
+                checker.task.abort();
+            }
+            keep
+        });
+        for (key, (server, check)) in wanted {
+            if rt.checkers.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(health_loop(
+                server.clone(),
+                check.clone(),
+                self.sink.clone(),
+            ));
+            rt.checkers.insert(
+                key,
+                Checker {
+                    server,
+                    check,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Stops accepting and checking. Established connections are left to finish.
+    pub fn stop(&self) {
+        let mut rt = self.runtime.lock();
+        rt.stopped = true;
+        self.ready.store(false, Ordering::Relaxed);
+        for (_, l) in std::mem::take(&mut rt.listeners) {
+            l.task.abort();
+        }
+        for (_, c) in std::mem::take(&mut rt.checkers) {
+            c.task.abort();
+        }
+        for task in rt.housekeeping.drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn render_metrics(&self) -> String {
+        for backend in self.view().backends.values() {
+            backend.export_stick_metrics(&self.metrics);
+        }
+        self.metrics.render()
+    }
+
+    /// Entries committed by other nodes.
+    pub fn merge_remote(&self, batches: &[StickBatch]) {
+        let view = self.view();
+        for batch in batches {
+            if let Some(backend) = view.backends.get(&batch.backend) {
+                backend.merge_sticks(
+                    batch
+                        .updates
+                        .iter()
+                        .map(|u| (u.key, &u.server, u.last_seen_ms)),
+                );
+            }
+        }
+    }
+
+    pub fn forget_sticks(&self, backend: &str, key: Option<IpAddr>) {
+        if let Some(b) = self.view().backends.get(backend) {
+            b.forget_sticks(key);
+        }
+    }
+
+    pub fn set_replicated_health(&self, backend: &str, server: &str, up: bool) {
+        if let Some(s) = self
+            .view()
+            .backends
+            .get(backend)
+            .and_then(|b| b.server(server))
+        {
+            s.set_replicated_up(up);
+        }
+    }
+
+    /// Takes in the whole replicated state (after start-up or a snapshot install):
+    /// every stick entry and the effective health of every server.
+    pub fn import_state(&self, state: &ClusterState) {
+        let view = self.view();
+        for (name, backend) in &view.backends {
+            if let Some(table) = state.sticks.get(name) {
+                backend.merge_sticks(table.iter().map(|(k, r)| (*k, &r.server, r.last_seen_ms)));
+            }
+            for server in &backend.servers {
+                server.set_replicated_up(state.effective_up(name, &server.name));
+            }
+        }
+    }
+}
+
+async fn health_loop(
+    server: Arc<ServerRt>,
+    check: HealthCheck,
+    sink: Option<Arc<dyn ReplicationSink>>,
+) {
+    // Start from what the cluster believes, so a node taking over neither trusts a dead
+    // server nor distrusts a live one until its own probes say otherwise.
+    let mut state = Hysteresis::starting(check.rise, check.fall, server.is_up());
+    let mut ticker = tokio::time::interval(check.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let result = health::probe(server.addr, &check).await;
+        if let Err(e) = &result {
+            server.m_health_failures.inc();
+            tracing::debug!(backend = %server.backend, server = %server.name, reason = e.as_str(), error = %e, "health probe failed");
+        }
+        let flip = state.observe(result.is_ok());
+        server.set_probed_up(state.is_up());
+        let Some(flip) = flip else { continue };
+        let up = flip == Flip::CameUp;
+        if up {
+            info!(backend = %server.backend, server = %server.name, addr = %server.addr, "server up");
+        } else {
+            warn!(backend = %server.backend, server = %server.name, addr = %server.addr,
+                  error = %result.err().map(|e| e.to_string()).unwrap_or_default(), "server down");
+        }
+        if let Some(sink) = &sink {
+            sink.health(&server.backend, &server.name, up, now_ms());
+        }
+    }
+}
+
+async fn sweep_loop(plane: Arc<DataPlane>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let now = now_ms();
+        for backend in plane.view().backends.values() {
+            backend.sweep(now);
+        }
+    }
+}
+
+/// Re-reports connected clients a few times per `expire` (at most every 10 minutes,
+/// at least every second), so their replicated entries outlive any connection.
+async fn refresh_loop(plane: Arc<DataPlane>) {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let now = now_ms();
+        for (name, backend) in &plane.view().backends {
+            let Some(stick) = &backend.spec.stick else {
+                continue;
+            };
+            let every = (stick.expire.as_millis() as u64 / 4).clamp(1_000, 600_000);
+            let due = last
+                .get(name)
+                .is_none_or(|t| now.saturating_sub(*t) >= every);
+            if due {
+                backend.refresh_connected(now);
+                last.insert(name.clone(), now);
+            }
+        }
+    }
+}
