@@ -42,12 +42,26 @@ pub struct NodeSection {
     pub raft_listen: Option<SocketAddr>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Frontend binds on the wildcard address (`0.0.0.0`, `::`) are bound on this
+    /// address instead, on this node only. The model is shared by every node; this is
+    /// how several nodes share one host (labs, tests) or keep wildcard binds off other
+    /// interfaces.
+    #[serde(default)]
+    pub bind_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     pub members: Vec<Member>,
+    /// Raft log entries between snapshots (and kept after one); lower values compact
+    /// sooner and make a rejoining node catch up by snapshot.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+}
+
+fn default_snapshot_logs() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -347,6 +361,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 ),
             ),
             Some(_) => {}
+        }
+        if cluster.snapshot_logs == 0 {
+            push(line, "cluster.snapshot_logs must be >= 1".into());
         }
         if raw.node.raft_listen.is_none() {
             push(

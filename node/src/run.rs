@@ -248,7 +248,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let (plane, journal, mirror) = if node.role == Role::Lb {
         let journal = Arc::new(Journal::new(JOURNAL_CAPACITY));
         let sink: Arc<dyn ReplicationSink> = journal.clone();
-        let plane = DataPlane::new(metrics.clone(), Some(sink));
+        let plane = DataPlane::new(metrics.clone(), Some(sink), node.bind_ip);
         let mirror = PlaneMirror::new(node.id, plane.clone());
         (Some(plane), Some(journal), Some(mirror))
     } else {
@@ -266,7 +266,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             token: token.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
             members,
             seed: config.model.clone(),
-            timing: Timing::default(),
+            timing: Timing {
+                snapshot_every: config
+                    .cluster
+                    .as_ref()
+                    .map_or(Timing::default().snapshot_every, |c| c.snapshot_logs),
+                ..Timing::default()
+            },
         },
         observer,
     )

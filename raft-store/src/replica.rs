@@ -128,7 +128,7 @@ impl Replica {
             election_timeout_min: options.timing.election_min.as_millis() as u64,
             election_timeout_max: options.timing.election_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.timing.snapshot_every),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: options.timing.snapshot_every.min(1_000),
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }

@@ -1,1 +1,40 @@
-fn main(){}
+//! End-to-end tests for the `ballast` binary (issue 2: config, data plane, stickiness).
+//!
+//! Every test starts the real binary (`ballast run` / `ballast check`) as a child process,
+//! with real TCP echo servers running in this process and real clients connecting from
+//! their own 127.x.y.z source addresses. Everything binds on loopback; every loop is
+//! bounded in count and time; every process the harness starts is killed on drop.
+//!
+//! ```text
+//!   clients (127.A.B.C) ──► ballast (child process) ──► Backend threads (this process)
+//!            ▲                    │ GET /readyz, /metrics
+//!            └──── test asserts ◄─┘
+//! ```
+//!
+//! Modules:
+//! - `harness`: `Backend`, `Node`, client helpers, metrics parsing.
+//! - `stickiness`: 300 clients × 3 sockets, simultaneous first sockets, reconnects.
+//! - `queue`: per-server `maxconn`, FIFO queue and `timeout_queue`.
+//! - `health`: a killed backend is marked down and its clients move together.
+//! - `streams`: half-close in both directions, large streams intact.
+//! - `retry`: refused and unanswered connects are retried elsewhere, the client re-stuck.
+//! - `stick_table`: size bound and evictions, expiry after the last close, admin states,
+//!   one table shared by the frontends of a backend.
+//! - `timeouts`: idle timeouts (`timeout_client` with `timeout_server`).
+//! - `balance`: `roundrobin` and `leastconn` (weighted), `source` (consistent hash).
+//! - `api`: /healthz, /readyz, /metrics; several binds and an IP_FREEBIND address.
+//! - `config_errors`: `ballast check` on good and bad configs.
+//! - `cluster`: issue 3, several nodes replicating through Raft.
+
+mod api;
+mod balance;
+mod cluster;
+mod config_errors;
+mod harness;
+mod health;
+mod queue;
+mod retry;
+mod stick_table;
+mod stickiness;
+mod streams;
+mod timeouts;

@@ -62,17 +62,24 @@ pub struct DataPlane {
     view: ArcSwap<View>,
     metrics: Arc<Metrics>,
     sink: Option<Arc<dyn ReplicationSink>>,
+    /// Replaces the wildcard address of binds on this node (`[node] bind_ip`).
+    bind_ip: Option<IpAddr>,
     ready: AtomicBool,
     /// Touched only when the model changes or the plane stops, never per connection.
     runtime: Mutex<Runtime>,
 }
 
 impl DataPlane {
-    pub fn new(metrics: Arc<Metrics>, sink: Option<Arc<dyn ReplicationSink>>) -> Arc<Self> {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        sink: Option<Arc<dyn ReplicationSink>>,
+        bind_ip: Option<IpAddr>,
+    ) -> Arc<Self> {
         Arc::new(DataPlane {
             view: ArcSwap::from_pointee(View::empty()),
             metrics,
             sink,
+            bind_ip,
             ready: AtomicBool::new(false),
             runtime: Mutex::new(Runtime::default()),
         })
@@ -125,7 +132,7 @@ impl DataPlane {
         for frontend in model.frontends.values() {
             for bind in &frontend.bind {
                 for addr in bind.addrs() {
-                    wanted.insert(addr, frontend.name.clone());
+                    wanted.insert(self.local_addr(addr), frontend.name.clone());
                 }
             }
         }
@@ -183,6 +190,15 @@ impl DataPlane {
         rt.bind_errors = errors.iter().map(ToString::to_string).collect();
         self.ready.store(errors.is_empty(), Ordering::Relaxed);
         errors
+    }
+
+    fn local_addr(&self, addr: SocketAddr) -> SocketAddr {
+        match self.bind_ip {
+            Some(ip) if addr.ip().is_unspecified() && ip.is_ipv4() == addr.is_ipv4() => {
+                SocketAddr::new(ip, addr.port())
+            }
+            _ => addr,
+        }
     }
 
     fn sync_checkers(&self, rt: &mut Runtime, view: &View) {
