@@ -58,6 +58,10 @@ pub struct ClusterSection {
     /// sooner and make a rejoining node catch up by snapshot.
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_logs: u64,
+    /// This node joins a running cluster (it is added through the API's membership
+    /// change) instead of forming one with `members` on its first start.
+    #[serde(default)]
+    pub join: bool,
 }
 
 fn default_snapshot_logs() -> u64 {

@@ -91,12 +91,40 @@ impl NodeHandle for NodeApi {
     fn status(&self) -> serde_json::Value {
         let raft = self.replica.status();
         let journal = self.journal.as_ref().map(|j| j.len());
+        // Replicated health: what every lb node's probes concluded, and the verdict
+        // every node agrees on.
+        let health = self.replica.read(|a| {
+            let state = &a.state;
+            let mut out = serde_json::Map::new();
+            for (name, backend) in &state.model.backends {
+                let mut servers = serde_json::Map::new();
+                for server in &backend.servers {
+                    let reports = state
+                        .health
+                        .get(name)
+                        .and_then(|b| b.get(&server.name))
+                        .map(|r| serde_json::to_value(r).unwrap_or_default())
+                        .unwrap_or_else(|| serde_json::json!({}));
+                    servers.insert(
+                        server.name.clone(),
+                        serde_json::json!({
+                            "effective_up": state.effective_up(name, &server.name),
+                            "admin": server.admin.as_str(),
+                            "reports": reports,
+                        }),
+                    );
+                }
+                out.insert(name.clone(), serde_json::Value::Object(servers));
+            }
+            serde_json::Value::Object(out)
+        });
         serde_json::json!({
             "node_id": self.config.node.id,
             "role": self.config.node.role.as_str(),
             "revision": raft.revision,
             "raft": raft,
             "journal_pending": journal,
+            "health": health,
             "vrrp": null,
         })
     }
@@ -265,6 +293,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             raft_listen: config.cluster.as_ref().and(node.raft_listen),
             token: token.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
             members,
+            join: config.cluster.as_ref().is_some_and(|c| c.join),
             seed: config.model.clone(),
             timing: Timing {
                 snapshot_every: config

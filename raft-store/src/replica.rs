@@ -55,6 +55,9 @@ pub struct Options {
     pub token: Vec<u8>,
     /// The membership to form on first start.
     pub members: BTreeMap<NodeId, Member>,
+    /// Never form a cluster: wait to be added to a running one (membership change).
+    /// A node that formed its own would hold a different log entry at index 0.
+    pub join: bool,
     /// The model to seed on first start.
     pub seed: ClusterModel,
     pub timing: Timing,
@@ -168,7 +171,9 @@ impl Replica {
                 stats,
             )));
         }
-        if fresh {
+        if fresh && options.join {
+            info!("waiting to be added to a running cluster (join)");
+        } else if fresh {
             // Every member may do this: openraft writes the same membership entry at
             // log index 0 on each, so concurrent first starts agree.
             match raft.initialize(options.members.clone()).await {

@@ -47,6 +47,15 @@ struct Cluster {
     members: BTreeMap<u64, Member>,
 }
 
+fn timing() -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(50),
+        election_min: Duration::from_millis(200),
+        election_max: Duration::from_millis(400),
+        ..Timing::default()
+    }
+}
+
 async fn cluster(n: u64) -> Cluster {
     let addrs: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
     let members: BTreeMap<u64, Member> = (1..=n)
@@ -72,13 +81,9 @@ async fn cluster(n: u64) -> Cluster {
                 raft_listen: Some(addrs[(id - 1) as usize]),
                 token: b"cluster-token".to_vec(),
                 members: members.clone(),
+                join: false,
                 seed: seed(),
-                timing: Timing {
-                    heartbeat: Duration::from_millis(50),
-                    election_min: Duration::from_millis(200),
-                    election_max: Duration::from_millis(400),
-                    ..Timing::default()
-                },
+                timing: timing(),
             },
             Arc::new(NoObserver),
         )
@@ -195,4 +200,90 @@ async fn a_peer_with_the_wrong_token_is_refused_and_counted() {
         .unwrap();
     assert!(ok.error.is_none());
     c.replicas[0].shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_added_and_another_removed_while_the_cluster_serves() {
+    let mut c = cluster(3).await;
+    eventually("a leader", || {
+        c.replicas.iter().all(|r| r.leader().is_some())
+    })
+    .await;
+    let before = c.replicas[0]
+        .propose(stick(1, "127.0.0.1", "s1", 1))
+        .await
+        .unwrap();
+    assert!(before.error.is_none());
+
+    // Node 4 starts empty and waits to be added.
+    let addr = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let joiner = Replica::start(
+        Options {
+            node_id: 4,
+            data_dir: dir.path().to_path_buf(),
+            raft_listen: Some(addr),
+            token: b"cluster-token".to_vec(),
+            members: BTreeMap::new(),
+            join: true,
+            seed: seed(),
+            timing: timing(),
+        },
+        Arc::new(NoObserver),
+    )
+    .await
+    .unwrap();
+    let leader_id = c.replicas[0].leader().unwrap();
+    let leader = c
+        .replicas
+        .iter()
+        .find(|r| r.id() == leader_id)
+        .unwrap()
+        .clone();
+    leader
+        .add_member(
+            4,
+            Member {
+                raft: addr.to_string(),
+                api: String::new(),
+                role: Role::Witness,
+            },
+        )
+        .await
+        .unwrap();
+    eventually("node 4 a voter with the state", || {
+        joiner.status().voters.contains(&4) && joiner.read(|a| a.state.stick_len()) == 1
+    })
+    .await;
+
+    // Remove a node that is not the leader; the rest keep committing.
+    let victim = c
+        .replicas
+        .iter()
+        .find(|r| r.id() != leader_id)
+        .unwrap()
+        .id();
+    leader.remove_member(victim).await.unwrap();
+    eventually("membership without the victim", || {
+        !leader.status().members.contains_key(&victim)
+    })
+    .await;
+    let idx = c.replicas.iter().position(|r| r.id() == victim).unwrap();
+    let removed = c.replicas.remove(idx);
+    removed.shutdown().await;
+    let after = leader
+        .propose(stick(leader_id, "127.0.0.2", "s2", 2))
+        .await
+        .unwrap();
+    assert!(after.error.is_none());
+    eventually("node 4 has the new entry", || {
+        joiner.read(|a| a.state.stick_len()) == 2
+    })
+    .await;
+    assert_eq!(leader.status().voters.len(), 3);
+    joiner.shutdown().await;
+    for r in &c.replicas {
+        r.shutdown().await;
+    }
+    drop(dir);
 }

@@ -44,6 +44,7 @@ impl NodeSpec {
 pub struct Cluster {
     pub nodes: Vec<NodeSpec>,
     pub servers: Vec<(String, SocketAddr)>,
+    health: bool,
     snapshot_logs: u64,
     /// First of the three frontend ports every node serves (on its own bind_ip).
     frontend_port: u16,
@@ -55,6 +56,7 @@ pub struct ClusterBuilder {
     servers: Vec<(String, SocketAddr)>,
     snapshot_logs: u64,
     wrong_token_for: Option<u64>,
+    health: bool,
 }
 
 impl Cluster {
@@ -65,6 +67,7 @@ impl Cluster {
             servers: Vec::new(),
             snapshot_logs: 5_000,
             wrong_token_for: None,
+            health: false,
         }
     }
 }
@@ -87,6 +90,12 @@ impl ClusterBuilder {
 
     pub fn snapshot_logs(mut self, n: u64) -> Self {
         self.snapshot_logs = n;
+        self
+    }
+
+    /// Fast TCP health checks on the backend (200 ms interval, rise 2, fall 2).
+    pub fn health(mut self) -> Self {
+        self.health = true;
         self
     }
 
@@ -124,6 +133,7 @@ impl ClusterBuilder {
         let mut cluster = Cluster {
             nodes,
             servers: self.servers,
+            health: self.health,
             snapshot_logs: self.snapshot_logs,
             frontend_port: alloc_ports(3),
         };
@@ -202,6 +212,13 @@ impl Cluster {
             "[[backend]]\nname = \"b\"\nbalance = \"leastconn\"\ntimeout_connect = \"1s\"\nstick = {{ on = \"src\", size = 300000, expire = \"1h\" }}\nservers = ["
         )
         .unwrap();
+        if self.health {
+            // TOML 1.0: an inline table may not span lines, so the key goes before the list.
+            cfg = cfg.replace(
+                "servers = [",
+                "health = { kind = \"tcp\", interval = \"200ms\", timeout = \"150ms\", rise = 2, fall = 2 }\nservers = [",
+            );
+        }
         for (name, addr) in &self.servers {
             writeln!(cfg, "  {{ name = \"{name}\", addr = \"{addr}\" }},").unwrap();
         }

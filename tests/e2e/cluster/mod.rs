@@ -322,3 +322,27 @@ async fn random_bytes_on_the_raft_ports_do_not_disturb_the_cluster() {
     });
     assert!(counted, "garbage not counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_flips_of_every_lb_node_are_committed_and_seen_by_all() {
+    let mut servers = backends();
+    let cluster = cluster_builder(&servers).lb(2).witness().health().spawn();
+    servers[1].kill();
+    let server_health = |id: u64| cluster.status(id).map(|s| s["health"]["b"]["s2"].clone());
+    let committed = wait_until(Duration::from_secs(10), || {
+        server_health(3).is_some_and(|h| {
+            h["effective_up"] == false
+                && h["reports"]["1"]["up"] == false
+                && h["reports"]["2"]["up"] == false
+        })
+    });
+    assert!(committed, "witness sees {:?}", server_health(3));
+    // Every node agrees, and the dead server gets no new client through any lb node.
+    for id in [1, 2] {
+        assert_eq!(server_health(id).unwrap()["effective_up"], false);
+        for i in 0..6 {
+            assert_ne!(land(&cluster, id, 29, i + 10 * id as usize, 0).await, "s2");
+        }
+    }
+    assert_eq!(server_health(3).unwrap()["reports"]["1"]["up"], false);
+}
