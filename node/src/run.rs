@@ -140,7 +140,7 @@ impl NodeHandle for NodeApi {
                 .stick
                 .as_ref()
                 .map_or(0, |s| s.expire.as_millis() as u64);
-            let empty = BTreeMap::new();
+            let empty = state::StickTableState::default();
             let table = a.state.sticks.get(backend).unwrap_or(&empty);
             let open_here = |key| {
                 self.plane.as_ref().and_then(|p| {
@@ -151,28 +151,29 @@ impl NodeHandle for NodeApi {
                         .map(|v| v.open)
                 })
             };
-            let entry = |(key, r): (&std::net::IpAddr, &state::StickRecord)| {
-                let open = open_here(*key).unwrap_or(0);
+            let entry = |(key, server, last_seen_ms): (std::net::IpAddr, &Arc<str>, u64)| {
+                let open = open_here(key).unwrap_or(0);
                 serde_json::json!({
                     "key": key,
-                    "server": r.server,
-                    "last_seen_ms": r.last_seen_ms,
+                    "server": server,
+                    "last_seen_ms": last_seen_ms,
                     "open_here": open,
                     "expires_in_ms": if open > 0 { None } else {
-                        Some(expire_ms.saturating_sub(now.saturating_sub(r.last_seen_ms)))
+                        Some(expire_ms.saturating_sub(now.saturating_sub(last_seen_ms)))
                     },
                 })
             };
             let entries: Vec<serde_json::Value> = match query.key {
-                Some(key) => table.get_key_value(&key).map(entry).into_iter().collect(),
-                None => {
-                    let range = match query.after {
-                        Some(after) => table
-                            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-                        None => table.range(..),
-                    };
-                    range.take(limit).map(entry).collect()
-                }
+                Some(key) => table
+                    .get(&key)
+                    .map(|(server, seen)| entry((key, server, seen)))
+                    .into_iter()
+                    .collect(),
+                None => table
+                    .iter_from(query.after)
+                    .take(limit)
+                    .map(entry)
+                    .collect(),
             };
             Ok(serde_json::json!({
                 "backend": backend,

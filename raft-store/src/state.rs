@@ -12,7 +12,7 @@
 //! within `expire`; when that node dies, the entry expires `expire` after the last
 //! refresh — the replicated form of "counted from the last close".
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,11 +22,116 @@ use crate::model::{AdminState, Backend, ClusterModel, Frontend, ModelSpec, Serve
 
 pub type NodeId = u64;
 
-/// A client's replicated stick entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StickRecord {
-    pub server: Arc<str>,
-    pub last_seen_ms: u64,
+/// A client's replicated stick entry, as stored: 16 bytes, the server as an index into
+/// its table's name list (200,000 entries must not carry 200,000 copies of "server1").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct StickRecord {
+    server: u16,
+    last_seen_ms: u64,
+}
+
+/// One backend's replicated stick table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickTableState {
+    /// Appended in apply order, so identical on every replica.
+    names: Vec<Arc<str>>,
+    entries: BTreeMap<IpAddr, StickRecord>,
+}
+
+impl StickTableState {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// (server, last seen ms) of one client.
+    pub fn get(&self, key: &IpAddr) -> Option<(&Arc<str>, u64)> {
+        self.entries
+            .get(key)
+            .map(|r| (&self.names[usize::from(r.server)], r.last_seen_ms))
+    }
+
+    pub fn contains_key(&self, key: &IpAddr) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Entries in key order, starting after `after` when given.
+    pub fn iter_from(
+        &self,
+        after: Option<IpAddr>,
+    ) -> impl Iterator<Item = (IpAddr, &Arc<str>, u64)> + '_ {
+        let range = match after {
+            Some(a) => self
+                .entries
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.entries.range(..),
+        };
+        range.map(|(k, r)| (*k, &self.names[usize::from(r.server)], r.last_seen_ms))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &Arc<str>, u64)> + '_ {
+        self.iter_from(None)
+    }
+
+    fn intern(&mut self, server: &Arc<str>) -> u16 {
+        if let Some(i) = self.names.iter().position(|n| n == server) {
+            return i as u16;
+        }
+        if self.names.len() > usize::from(u16::MAX) {
+            self.collect_names();
+        }
+        self.names.push(server.clone());
+        (self.names.len() - 1) as u16
+    }
+
+    /// Drops names no entry uses (servers removed over a long life); deterministic.
+    fn collect_names(&mut self) {
+        let mut used = vec![false; self.names.len()];
+        for r in self.entries.values() {
+            used[usize::from(r.server)] = true;
+        }
+        let mut remap = vec![0u16; self.names.len()];
+        let mut kept = Vec::new();
+        for (i, name) in self.names.iter().enumerate() {
+            if used[i] {
+                remap[i] = kept.len() as u16;
+                kept.push(name.clone());
+            }
+        }
+        for r in self.entries.values_mut() {
+            r.server = remap[usize::from(r.server)];
+        }
+        self.names = kept;
+    }
+
+    /// Newest decision wins; returns whether the entry changed.
+    fn upsert(&mut self, key: IpAddr, server: &Arc<str>, last_seen_ms: u64) -> bool {
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|old| last_seen_ms < old.last_seen_ms)
+        {
+            return false;
+        }
+        let server = self.intern(server);
+        self.entries.insert(
+            key,
+            StickRecord {
+                server,
+                last_seen_ms,
+            },
+        );
+        true
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, u64) -> bool) {
+        let names = &self.names;
+        self.entries
+            .retain(|_, r| keep(&names[usize::from(r.server)], r.last_seen_ms));
+    }
 }
 
 /// One stick decision or refresh made by a node's data plane.
@@ -154,31 +259,16 @@ pub enum Change {
     },
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterState {
     /// Bumped by every command that changes something.
     pub revision: u64,
     pub bootstrapped: bool,
     pub model: ClusterModel,
-    /// backend → client → entry.
-    pub sticks: BTreeMap<String, BTreeMap<IpAddr, StickRecord>>,
+    /// backend → its stick table.
+    pub sticks: BTreeMap<String, StickTableState>,
     /// backend → server → observer → report.
     pub health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, HealthReport>>>,
-    /// One shared allocation per server name, so 200,000 entries do not carry 200,000
-    /// copies of "server1". Rebuilt after decoding.
-    #[serde(skip)]
-    names: HashSet<Arc<str>>,
-}
-
-/// Equality of what is replicated; the name interner is a cache.
-impl PartialEq for ClusterState {
-    fn eq(&self, other: &Self) -> bool {
-        self.revision == other.revision
-            && self.bootstrapped == other.bootstrapped
-            && self.model == other.model
-            && self.sticks == other.sticks
-            && self.health == other.health
-    }
 }
 
 impl ClusterState {
@@ -328,19 +418,8 @@ impl ClusterState {
                         if !known.contains(&update.server) {
                             continue;
                         }
-                        let server = intern(&mut self.names, &update.server);
-                        let newer = table
-                            .get(&update.key)
-                            .is_none_or(|old| update.last_seen_ms >= old.last_seen_ms);
-                        if newer {
-                            table.insert(
-                                update.key,
-                                StickRecord {
-                                    server: server.clone(),
-                                    last_seen_ms: update.last_seen_ms,
-                                },
-                            );
-                            kept.push(StickUpdate { server, ..update });
+                        if table.upsert(update.key, &update.server, update.last_seen_ms) {
+                            kept.push(update);
                         }
                     }
                     if !kept.is_empty() {
@@ -361,10 +440,10 @@ impl ClusterState {
                 }
                 let table = self.sticks.entry(backend.clone()).or_default();
                 let changed = match key {
-                    Some(k) => table.remove(&k).is_some(),
+                    Some(k) => table.entries.remove(&k).is_some(),
                     None => {
                         let had = !table.is_empty();
-                        table.clear();
+                        *table = StickTableState::default();
                         had
                     }
                 };
@@ -379,13 +458,13 @@ impl ClusterState {
                     };
                     let expire_ms = stick.expire.as_millis() as u64;
                     let before = table.len();
-                    table.retain(|_, r| now_ms.saturating_sub(r.last_seen_ms) < expire_ms);
+                    table.retain(|_, last_seen| now_ms.saturating_sub(last_seen) < expire_ms);
                     if table.len() > stick.size {
                         let mut by_age: Vec<(u64, IpAddr)> =
-                            table.iter().map(|(k, r)| (r.last_seen_ms, *k)).collect();
+                            table.iter().map(|(k, _, seen)| (seen, k)).collect();
                         by_age.sort_unstable();
                         for (_, key) in &by_age[..table.len() - stick.size] {
-                            table.remove(key);
+                            table.entries.remove(key);
                         }
                     }
                     removed += before - table.len();
@@ -438,18 +517,7 @@ impl ClusterState {
     }
 
     pub fn stick_len(&self) -> usize {
-        self.sticks.values().map(BTreeMap::len).sum()
-    }
-
-    /// Re-shares server names after decoding a snapshot.
-    pub fn reintern(&mut self) {
-        let mut names = HashSet::new();
-        for table in self.sticks.values_mut() {
-            for record in table.values_mut() {
-                record.server = intern(&mut names, &record.server);
-            }
-        }
-        self.names = names;
+        self.sticks.values().map(StickTableState::len).sum()
     }
 
     fn set_spec(&mut self, spec: ModelSpec) -> Result<Option<Change>, (ErrorCode, String)> {
@@ -465,7 +533,7 @@ impl ClusterState {
             .retain(|name, _| model.backends.get(name).is_some_and(|b| b.stick.is_some()));
         for (name, table) in &mut self.sticks {
             let backend = &model.backends[name];
-            table.retain(|_, r| backend.servers.iter().any(|s| *s.name == *r.server));
+            table.retain(|server, _| backend.servers.iter().any(|s| *s.name == **server));
         }
         self.health
             .retain(|name, servers| match model.backends.get(name) {
@@ -477,16 +545,6 @@ impl ClusterState {
             });
         self.model = model;
         Ok(())
-    }
-}
-
-fn intern(names: &mut HashSet<Arc<str>>, name: &Arc<str>) -> Arc<str> {
-    match names.get(name) {
-        Some(shared) => shared.clone(),
-        None => {
-            names.insert(name.clone());
-            name.clone()
-        }
     }
 }
 
@@ -598,11 +656,11 @@ mod tests {
         let mut state = booted();
         state.apply(stick(1, &[(1, "s1", 100), (2, "gone", 100)]));
         state.apply(stick(2, &[(1, "s2", 50)])); // older: a replayed journal
-        assert_eq!(state.sticks["b"][&ip(1)].server.as_ref(), "s1");
+        assert_eq!(state.sticks["b"].get(&ip(1)).unwrap().0.as_ref(), "s1");
         assert!(!state.sticks["b"].contains_key(&ip(2)));
         let (_, change) = state.apply(stick(2, &[(1, "s2", 200)]));
         assert!(matches!(change, Change::Sticks { origin: 2, .. }));
-        assert_eq!(state.sticks["b"][&ip(1)].server.as_ref(), "s2");
+        assert_eq!(state.sticks["b"].get(&ip(1)).unwrap().0.as_ref(), "s2");
     }
 
     #[test]
@@ -619,7 +677,7 @@ mod tests {
         // A refresh keeps ip(4) alive; the rest expire an hour after last seen.
         state.apply(stick(1, &[(4, "s2", HOUR)]));
         state.apply(Command::Sweep { now_ms: HOUR + 25 });
-        let left: Vec<_> = state.sticks["b"].keys().copied().collect();
+        let left: Vec<_> = state.sticks["b"].iter().map(|(k, _, _)| k).collect();
         assert_eq!(left, vec![ip(4)]);
     }
 
@@ -711,16 +769,19 @@ mod tests {
         }
         assert_eq!(a, b);
         let bytes = serde_json::to_vec(&a).unwrap();
-        let mut restored: ClusterState = serde_json::from_slice(&bytes).unwrap();
-        restored.reintern();
+        let restored: ClusterState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(restored, a);
     }
 
     #[test]
-    fn server_names_are_shared_between_entries() {
+    fn server_names_are_stored_once_per_table() {
         let mut state = booted();
-        state.apply(stick(1, &[(1, "s1", 1), (2, "s1", 1)]));
+        state.apply(stick(1, &[(1, "s1", 1), (2, "s1", 1), (3, "s2", 1)]));
         let t = &state.sticks["b"];
-        assert!(Arc::ptr_eq(&t[&ip(1)].server, &t[&ip(2)].server));
+        assert_eq!(t.names.len(), 2);
+        assert!(Arc::ptr_eq(
+            t.get(&ip(1)).unwrap().0,
+            t.get(&ip(2)).unwrap().0
+        ));
     }
 }

@@ -299,7 +299,6 @@ impl StateMachine {
             applied.last_applied = body.last_applied;
             applied.membership = body.membership;
             applied.state = body.state;
-            applied.state.reintern();
         }
         observer.on_reset(&applied.state);
         Ok(StateMachine {
@@ -438,7 +437,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         applied.state = body.state;
-        applied.state.reintern();
         self.observer.on_reset(&applied.state);
         tracing::info!(
             snapshot = %meta.snapshot_id,

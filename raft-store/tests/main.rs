@@ -117,7 +117,8 @@ fn stick(origin: u64, key: &str, server: &str, at: u64) -> Command {
             updates: vec![StickUpdate {
                 key: key.parse::<IpAddr>().unwrap(),
                 server: Arc::from(server),
-                last_seen_ms: at,
+                // Real time: the leader sweeps entries older than `expire`.
+                last_seen_ms: ballast_raft_store::replica::now_ms() + at,
             }],
         }],
     }
@@ -146,7 +147,7 @@ async fn three_replicas_elect_seed_and_replicate_through_a_follower() {
                     .sticks
                     .get("b")
                     .and_then(|t| t.get(&"127.0.0.9".parse().unwrap()))
-                    .map(|e| e.server.to_string())
+                    .map(|e| e.0.to_string())
             }) == Some("s2".to_string())
         })
     })

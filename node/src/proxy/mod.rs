@@ -287,11 +287,7 @@ impl BackendRt {
         let (Some(table), Some(sink)) = (&self.stick, &self.sink) else {
             return 0;
         };
-        let connected: Vec<(IpAddr, ServerName)> = table
-            .lock()
-            .connected()
-            .map(|(k, s)| (k, s.clone()))
-            .collect();
+        let connected = table.lock().connected();
         for (key, server) in &connected {
             sink.stick(&self.name, *key, server, now_ms);
         }
@@ -318,12 +314,16 @@ impl BackendRt {
             expires_in_ms: table.expires_in_ms(e, now_ms),
         };
         if let Some(key) = key {
-            return table.get(&key).map(|e| view(&key, e)).into_iter().collect();
+            return table
+                .get(&key)
+                .map(|e| view(&key, &e))
+                .into_iter()
+                .collect();
         }
         let mut page: Vec<StickView> = table
             .iter()
-            .filter(|(k, _)| after.is_none_or(|a| **k > a))
-            .map(|(k, e)| view(k, e))
+            .filter(|(k, _)| after.is_none_or(|a| *k > a))
+            .map(|(k, e)| view(&k, &e))
             .collect();
         page.sort_unstable_by_key(|v| v.key);
         page.truncate(limit);

@@ -303,7 +303,7 @@ impl DataPlane {
         let view = self.view();
         for (name, backend) in &view.backends {
             if let Some(table) = state.sticks.get(name) {
-                backend.merge_sticks(table.iter().map(|(k, r)| (*k, &r.server, r.last_seen_ms)));
+                backend.merge_sticks(table.iter());
             }
             for server in &backend.servers {
                 server.set_replicated_up(state.effective_up(name, &server.name));
@@ -346,7 +346,9 @@ async fn health_loop(
 }
 
 async fn sweep_loop(plane: Arc<DataPlane>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // A linear pass per table; lookups already ignore expired entries, so this only
+    // returns memory.
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
     loop {
         ticker.tick().await;
         let now = now_ms();
