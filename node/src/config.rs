@@ -93,8 +93,26 @@ pub struct VrrpSection {
     pub preempt_delay: Duration,
     #[serde(default)]
     pub unicast_peers: Vec<IpAddr>,
+    /// Run on every transition with the new state as arguments (keepalived's notify).
     #[serde(default)]
     pub notify: Option<PathBuf>,
+    /// When set, the master adds the VIP with this lifetime and keeps renewing it, so a
+    /// VIP left behind by a killed master disappears by itself (keepalived leaves it).
+    #[serde(default, with = "optional_duration")]
+    pub vip_lifetime: Option<Duration>,
+}
+
+mod optional_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            ballast_raft_store::model::parse_duration(&t).map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
 }
 
 fn one_second() -> Duration {
@@ -411,7 +429,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             push(line, "vrrp.virtual_ips needs at least one address".into());
         }
         for vip in &vrrp.virtual_ips {
-            if parse_cidr(vip).is_none() {
+            if vip.parse::<ballast_vrrp::driver::VirtualIp>().is_err() {
                 push(
                     line,
                     format!("vrrp.virtual_ips: invalid address {vip:?}: expected IP/PREFIX"),
@@ -432,15 +450,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             Err(invalid(problems))
         }
     }
-}
-
-/// `198.18.0.100/24` → (address, prefix length).
-pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (ip, prefix) = text.split_once('/')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (prefix <= max).then_some((ip, prefix))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -143,15 +144,45 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn spawn_demo_backend(name: &'static str) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(echo(name, stream));
-        }
-    });
+    tokio::spawn(serve_backend(Arc::from(name), listener));
     Ok(addr)
 }
 
-async fn echo(name: &str, mut stream: TcpStream) {
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Name the backend greets each connection with.
+    #[arg(long)]
+    pub name: String,
+}
+
+/// `ballast demo-backend`: the demo's echo backend on its own, for labs (network
+/// namespaces, drills, deployment tests) that need a real server process.
+pub async fn run_backend(args: BackendArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "demo backend {:?} listening on {}",
+        args.name,
+        listener.local_addr()?
+    );
+    tokio::select! {
+        () = serve_backend(Arc::from(args.name.as_str()), listener) => {}
+        () = crate::run::shutdown_signal() => {}
+    }
+    Ok(())
+}
+
+async fn serve_backend(name: Arc<str>, listener: TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(echo(name.clone(), stream));
+    }
+}
+
+async fn echo(name: Arc<str>, mut stream: TcpStream) {
     if stream
         .write_all(format!("{name}\n").as_bytes())
         .await

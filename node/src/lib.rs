@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod run;
 pub mod stick;
+pub mod vip;

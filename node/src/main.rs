@@ -39,6 +39,8 @@ enum Command {
     },
     /// Run a demo on loopback: one node and three demo backends, with an embedded config.
     Demo(ballast_node::demo::DemoArgs),
+    /// Run one demo echo backend (greets with its name, echoes bytes), for labs.
+    DemoBackend(ballast_node::demo::BackendArgs),
 }
 
 /// `RUST_LOG` wins over `default_filter`.
@@ -82,6 +84,10 @@ fn main() -> ExitCode {
                     ballast_node::run::shutdown_signal(),
                 ))
             }))
+        }
+        Command::DemoBackend(args) => {
+            init_logging(cli.log_format, "warn");
+            report(runtime().and_then(|rt| rt.block_on(ballast_node::demo::run_backend(args))))
         }
         Command::Demo(args) => {
             // The demo talks to a person on stdout; per-connection logs would drown it.

@@ -74,6 +74,23 @@ pub struct Metrics {
     pub stick_evictions: Family<BackendLabels, Counter>,
     pub stick_moves: Family<BackendLabels, Counter>,
     pub cluster: ClusterMetrics,
+    pub vrrp: VrrpMetrics,
+}
+
+/// VRRP figures, copied from the instance at scrape time.
+#[derive(Default)]
+pub struct VrrpMetrics {
+    pub master: Gauge,
+    pub effective_priority: Gauge,
+    pub transitions: Counter,
+    pub adverts_sent: Counter,
+    pub adverts_received: Counter,
+    pub dropped: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 /// Replication figures, copied from the replica and the journal at scrape time.
@@ -121,6 +138,7 @@ impl Metrics {
             stick_evictions: Family::default(),
             stick_moves: Family::default(),
             cluster: ClusterMetrics::default(),
+            vrrp: VrrpMetrics::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters.
@@ -275,6 +293,37 @@ impl Metrics {
         ] {
             r.register(name, help, counter.clone());
         }
+        let v = &m.vrrp;
+        r.register(
+            "ballast_vrrp_master",
+            "1 while this node is the VRRP master",
+            v.master.clone(),
+        );
+        r.register(
+            "ballast_vrrp_effective_priority",
+            "VRRP priority after tracked conditions",
+            v.effective_priority.clone(),
+        );
+        r.register(
+            "ballast_vrrp_transitions",
+            "VRRP state transitions",
+            v.transitions.clone(),
+        );
+        r.register(
+            "ballast_vrrp_adverts_sent",
+            "VRRP advertisements sent",
+            v.adverts_sent.clone(),
+        );
+        r.register(
+            "ballast_vrrp_adverts_received",
+            "Valid VRRP advertisements received",
+            v.adverts_received.clone(),
+        );
+        r.register(
+            "ballast_vrrp_dropped",
+            "VRRP packets dropped, by reason",
+            v.dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 

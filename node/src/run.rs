@@ -34,6 +34,7 @@ use crate::proxy::{now_ms, DataPlane, ReplicationSink};
 /// What the API sees of a running node.
 struct NodeApi {
     config: Config,
+    vrrp: Option<ballast_vrrp::driver::VrrpObserver>,
     plane: Option<Arc<DataPlane>>,
     replica: Arc<Replica>,
     journal: Option<Arc<Journal>>,
@@ -70,6 +71,24 @@ impl NodeHandle for NodeApi {
                 &c.journal_failed_proposals,
                 j.failed_proposals.load(Ordering::Relaxed),
             );
+        }
+        if let Some(vrrp) = &self.vrrp {
+            let v = &self.metrics.vrrp;
+            let status = vrrp.status();
+            let counts = vrrp.metrics();
+            v.master
+                .set(i64::from(status.state == ballast_vrrp::VrrpState::Master));
+            v.effective_priority
+                .set(i64::from(status.effective_priority));
+            set_counter(&v.transitions, status.transitions);
+            set_counter(&v.adverts_sent, counts.adverts_sent);
+            set_counter(&v.adverts_received, counts.adverts_received);
+            for (reason, n) in &counts.drops {
+                let labels = crate::metrics::ReasonLabels {
+                    reason: reason.as_str(),
+                };
+                set_counter(&v.dropped.get_or_create(&labels), *n);
+            }
         }
         match &self.plane {
             Some(plane) => plane.render_metrics(),
@@ -125,7 +144,8 @@ impl NodeHandle for NodeApi {
             "raft": raft,
             "journal_pending": journal,
             "health": health,
-            "vrrp": null,
+            "vrrp": self.vrrp.as_ref().map(crate::vip::status_json),
+            "tracked_conditions_failing": self.plane.as_ref().map(|p| crate::vip::failed_conditions(p)),
         })
     }
 
@@ -202,10 +222,16 @@ pub struct Running {
     pub plane: Option<Arc<DataPlane>>,
     pub replica: Arc<Replica>,
     pub api_addr: SocketAddr,
+    vip: parking_lot::Mutex<Option<crate::vip::Vip>>,
 }
 
 impl Running {
+    /// Hands the VIP over first (priority 0), then stops serving.
     pub async fn stop(&self) {
+        let vip = self.vip.lock().take();
+        if let Some(vip) = vip {
+            vip.stop().await;
+        }
         if let Some(plane) = &self.plane {
             plane.stop();
         }
@@ -231,12 +257,6 @@ fn read_token(config: &Config) -> anyhow::Result<Option<Arc<[u8]>>> {
 
 /// Starts the replica, the data plane (lb nodes) and the API, then returns.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    if config.vrrp.is_some() {
-        bail!(
-            "{}: [vrrp] is not supported by this version of ballast yet (the VIP driver is not wired in); remove it to run without a VIP",
-            config.path.display()
-        );
-    }
     let token = read_token(config)?;
     let node = &config.node;
     let members: BTreeMap<u64, Member> = match &config.cluster {
@@ -313,8 +333,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     if let Some(journal) = &journal {
         tokio::spawn(cluster::flush_loop(journal.clone(), replica.clone()));
     }
+    let vip = match (&config.vrrp, &plane) {
+        (Some(section), Some(plane)) => Some(crate::vip::Vip::start(section, plane.clone())?),
+        _ => None,
+    };
     let handle = Arc::new(NodeApi {
         config: config.clone(),
+        vrrp: vip.as_ref().map(crate::vip::Vip::observer),
         plane: plane.clone(),
         replica: replica.clone(),
         journal,
@@ -337,6 +362,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         plane,
         replica,
         api_addr,
+        vip: parking_lot::Mutex::new(vip),
     })
 }
 

@@ -209,7 +209,10 @@ async fn pump(
                     bulk = n >= splice::STAY_BULK;
                     continue;
                 }
-                splice::Step::Eof => return Ok(finish(to, fins)),
+                splice::Step::Eof => {
+                    finish(to, fins);
+                    return Ok(());
+                }
                 splice::Step::WouldBlock => continue,
                 // No pipe (out of descriptors): copy instead.
                 splice::Step::Unavailable => bulk = false,
@@ -229,7 +232,10 @@ async fn pump(
                     pending = Vec::new();
                 }
             }
-            Step::Eof => return Ok(finish(to, fins)),
+            Step::Eof => {
+                finish(to, fins);
+                return Ok(());
+            }
             Step::WouldBlock => {}
         }
     }

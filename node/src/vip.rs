@@ -1,0 +1,138 @@
+//! The floating IP: runs the node's VRRP instance (ballast_vrrp) and feeds it the
+//! tracked conditions that should make this node a worse master.
+//!
+//! VRRP owns the VIP, not Raft (DESIGN principle 4): nothing here waits for the cluster.
+//! Tracked conditions, checked every 200 ms:
+//! - the data plane is not listening (no model applied, or a bind failed);
+//! - no server of any backend is usable from this node.
+//!
+//! Either one lowers the effective priority to 1, so any healthy peer takes over; the
+//! owner priority 255 is never lowered (RFC 9568 §6.1).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ballast_vrrp::driver::{InstanceConfig, NotifyCommand, VirtualIp, VrrpHandle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::VrrpSection;
+use crate::proxy::DataPlane;
+
+pub struct Vip {
+    handle: VrrpHandle,
+    tracker: JoinHandle<()>,
+}
+
+fn instance_config(section: &VrrpSection) -> anyhow::Result<InstanceConfig> {
+    let vips = section
+        .virtual_ips
+        .iter()
+        .map(|v| v.parse::<VirtualIp>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cfg = InstanceConfig::new(&section.interface, section.vrid, section.priority, vips);
+    cfg.advert_interval = section.advert_interval;
+    cfg.preempt = section.preempt;
+    cfg.preempt_delay = section.preempt_delay;
+    cfg.unicast_peers = section.unicast_peers.clone();
+    cfg.notify = section.notify.as_ref().map(|program| NotifyCommand {
+        program: program.clone(),
+        args: Vec::new(),
+    });
+    cfg.vip_lifetime = section.vip_lifetime;
+    Ok(cfg)
+}
+
+/// The conditions that make this node a bad master right now, for logs and status.
+pub fn failed_conditions(plane: &DataPlane) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    if !plane.is_ready() {
+        failed.push("data plane not listening");
+    }
+    let view = plane.view();
+    let any_usable = view
+        .backends
+        .values()
+        .any(|b| b.servers.iter().any(|s| s.is_up()));
+    if !view.backends.is_empty() && !any_usable {
+        failed.push("no usable server");
+    }
+    failed
+}
+
+impl Vip {
+    /// Starts the instance. Needs CAP_NET_RAW and CAP_NET_ADMIN.
+    pub fn start(section: &VrrpSection, plane: Arc<DataPlane>) -> anyhow::Result<Vip> {
+        let cfg = instance_config(section)?;
+        let (penalty_tx, penalty_rx) = watch::channel(0u8);
+        let handle = ballast_vrrp::driver::VrrpInstance::spawn(cfg, penalty_rx).with_context(|| {
+            format!(
+                "vrrp on {}: cannot start (it needs CAP_NET_RAW and CAP_NET_ADMIN: run as root or grant them)",
+                section.interface
+            )
+        })?;
+        let floor_penalty = section.priority.saturating_sub(1);
+        let tracker = tokio::spawn(async move {
+            let mut last: Vec<&'static str> = Vec::new();
+            let mut ticker = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                ticker.tick().await;
+                let failed = failed_conditions(&plane);
+                if failed != last {
+                    if failed.is_empty() {
+                        info!("tracked conditions healthy: full VRRP priority");
+                    } else {
+                        warn!(conditions = ?failed, "tracked conditions failing: VRRP priority lowered to 1");
+                    }
+                    last = failed.clone();
+                }
+                let penalty = if failed.is_empty() { 0 } else { floor_penalty };
+                penalty_tx.send_if_modified(|p| std::mem::replace(p, penalty) != penalty);
+            }
+        });
+        info!(interface = %section.interface, vrid = section.vrid, priority = section.priority, "vrrp started");
+        Ok(Vip { handle, tracker })
+    }
+
+    pub fn observer(&self) -> ballast_vrrp::driver::VrrpObserver {
+        self.handle.observer()
+    }
+
+    /// Graceful stop: a priority-0 advert (the backup takes over after Skew_Time) and
+    /// the VIPs removed.
+    pub async fn stop(self) {
+        self.tracker.abort();
+        if let Err(e) = self.handle.shutdown().await {
+            warn!(error = %e, "vrrp shutdown");
+        }
+    }
+}
+
+/// What `/v1/status` shows of VRRP.
+pub fn status_json(observer: &ballast_vrrp::driver::VrrpObserver) -> serde_json::Value {
+    let s = observer.status();
+    let m = observer.metrics();
+    serde_json::json!({
+        "interface": s.interface,
+        "vrid": s.vrid,
+        "state": s.state.as_str(),
+        "priority": s.configured_priority,
+        "effective_priority": s.effective_priority,
+        "master": s.master_addr,
+        "primary_address": s.primary_addr,
+        "virtual_ips": s.virtual_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "advert_interval_ms": s.advert_interval.as_millis() as u64,
+        "transitions": s.transitions,
+        "last_transition": s.last_transition.as_ref().map(|t| serde_json::json!({
+            "from": t.from.as_str(),
+            "to": t.to.as_str(),
+            "reason": t.reason.as_str(),
+            "at_ms": t.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        })),
+        "adverts_sent": m.adverts_sent,
+        "adverts_received": m.adverts_received,
+        "dropped": m.drops.iter().map(|(reason, n)| (reason.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+    })
+}
