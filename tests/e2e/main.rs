@@ -16,7 +16,7 @@
 //! - `stickiness`: 300 clients × 3 sockets, simultaneous first sockets, reconnects.
 //! - `queue`: per-server `maxconn`, FIFO queue and `timeout_queue`.
 //! - `health`: a killed backend is marked down and its clients move together.
-//! - `streams`: half-close in both directions, large streams intact.
+//! - `streams`: half-close both ways, resets both ways, large and parallel streams intact.
 //! - `retry`: refused and unanswered connects are retried elsewhere, the client re-stuck.
 //! - `stick_table`: size bound and evictions, expiry after the last close, admin states,
 //!   one table shared by the frontends of a backend.

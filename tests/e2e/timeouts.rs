@@ -14,10 +14,10 @@ use crate::harness::{open, read_to_eof, src_ip, within, Backend, BackendCfg, Fro
 async fn idle_connection_is_closed_after_the_idle_timeouts() {
     let s1 = Backend::named("s1").spawn();
     let node = Node::new()
-        .frontend(FrontendCfg::new("f", "b").set("timeout_client", "\"500ms\""))
+        .frontend(FrontendCfg::new("f", "b").set("timeout_client", "\"1s\""))
         .backend(
             BackendCfg::new("b")
-                .set("timeout_server", "\"500ms\"")
+                .set("timeout_server", "\"1s\"")
                 .server(s1.name(), s1.addr()),
         )
         .spawn();
@@ -30,12 +30,13 @@ async fn idle_connection_is_closed_after_the_idle_timeouts() {
             let r = read_to_eof(&mut idle.stream, Duration::from_secs(5)).await;
             (r, t0.elapsed())
         });
-        // 1.5 s of traffic every 150 ms: three times the timeout, never idle that long.
-        for n in 0..10 {
+        // 2.5 s of traffic every 100 ms: longer than the timeout, never idle that long
+        // (a 900 ms margin for a loaded machine).
+        for n in 0..25 {
             busy.echo(format!("keepalive {n}\n").as_bytes())
                 .await
                 .unwrap_or_else(|e| panic!("busy connection broken after {:?}: {e}", t0.elapsed()));
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (r, took) = idle_task.await.unwrap();
         match r {
@@ -43,12 +44,12 @@ async fn idle_connection_is_closed_after_the_idle_timeouts() {
             Err(e) => assert_ne!(
                 e.kind(),
                 std::io::ErrorKind::TimedOut,
-                "idle connection still open after 5 s (idle timeouts 500ms)"
+                "idle connection still open after 5 s (idle timeouts 1s)"
             ),
         }
         assert!(
-            took >= Duration::from_millis(400) && took <= Duration::from_millis(2500),
-            "idle connection closed after {took:?}, idle timeouts are 500ms"
+            took >= Duration::from_millis(900) && took <= Duration::from_millis(3500),
+            "idle connection closed after {took:?}, idle timeouts are 1s"
         );
         busy.echo(b"still alive\n")
             .await
