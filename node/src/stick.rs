@@ -87,6 +87,10 @@ pub struct StickTable {
     entries: HashMap<IpAddr, Slot>,
     /// Interned server names; slots hold indexes into it.
     servers: Vec<ServerName>,
+    /// Clients with at least one open connection here, per server index: the load
+    /// leastconn balances new clients on in a sticky backend (a client's sockets all go
+    /// to one server, so the client is the unit being placed).
+    active: Vec<u32>,
     counters: StickCounters,
 }
 
@@ -97,6 +101,7 @@ impl StickTable {
             expire_ms,
             entries: HashMap::new(),
             servers: Vec::new(),
+            active: Vec::new(),
             counters: StickCounters::default(),
         }
     }
@@ -115,6 +120,14 @@ impl StickTable {
 
     pub fn counters(&self) -> StickCounters {
         self.counters
+    }
+
+    /// Clients connected here that are stuck to `server`.
+    pub fn active_clients(&self, server: &str) -> u32 {
+        self.servers
+            .iter()
+            .position(|s| &**s == server)
+            .map_or(0, |i| self.active[i])
     }
 
     pub fn get(&self, key: &IpAddr) -> Option<Entry> {
@@ -142,7 +155,7 @@ impl StickTable {
         key: IpAddr,
         now_ms: u64,
         check: impl FnOnce(&ServerName) -> Stickiness,
-        choose: impl FnOnce() -> Option<ServerName>,
+        choose: impl FnOnce(&StickTable) -> Option<ServerName>,
     ) -> Option<Assignment> {
         if self.is_expired(&key, now_ms) {
             self.entries.remove(&key);
@@ -152,9 +165,13 @@ impl StickTable {
             let current = self.servers[usize::from(slot.server)].clone();
             let (server, outcome) = match check(&current) {
                 Stickiness::Keep => (current, Outcome::Kept),
-                Stickiness::Move => (choose()?, Outcome::Moved { from: current }),
+                Stickiness::Move => (choose(self)?, Outcome::Moved { from: current }),
             };
             let index = self.intern(&server);
+            if slot.open > 0 {
+                self.active[usize::from(slot.server)] -= 1;
+            }
+            self.active[usize::from(index)] += 1;
             if let Some(slot) = self.entries.get_mut(&key) {
                 slot.server = index;
                 slot.open += 1;
@@ -162,9 +179,10 @@ impl StickTable {
             }
             return Some(Assignment { server, outcome });
         }
-        let server = choose()?;
+        let server = choose(self)?;
         self.make_room();
         let index = self.intern(&server);
+        self.active[usize::from(index)] += 1;
         self.entries.insert(
             key,
             Slot {
@@ -186,15 +204,16 @@ impl StickTable {
         &mut self,
         key: IpAddr,
         failed: &ServerName,
-        choose: impl FnOnce() -> Option<ServerName>,
+        choose: impl FnOnce(&StickTable) -> Option<ServerName>,
     ) -> Option<ServerName> {
         let slot = *self.entries.get(&key)?;
         let current = &self.servers[usize::from(slot.server)];
         if current != failed {
             return Some(current.clone());
         }
-        let server = choose()?;
+        let server = choose(self)?;
         let index = self.intern(&server);
+        self.move_active(slot, index);
         if let Some(slot) = self.entries.get_mut(&key) {
             slot.server = index;
         }
@@ -206,10 +225,17 @@ impl StickTable {
     pub fn release(&mut self, key: IpAddr, now_ms: u64) -> Option<ServerName> {
         // Evicted or forgotten while connected: nothing to account.
         let slot = self.entries.get_mut(&key)?;
-        slot.open = slot.open.saturating_sub(1);
+        if slot.open == 0 {
+            return None;
+        }
+        slot.open -= 1;
         slot.last_seen_ms = now_ms;
         let (open, server) = (slot.open, slot.server);
-        (open == 0).then(|| self.servers[usize::from(server)].clone())
+        if open > 0 {
+            return None;
+        }
+        self.active[usize::from(server)] -= 1;
+        Some(self.servers[usize::from(server)].clone())
     }
 
     /// Takes in a decision another node made (replicated). The newest decision wins; an
@@ -221,6 +247,7 @@ impl StickTable {
                 return;
             }
             let index = self.intern(&server);
+            self.move_active(slot, index);
             if let Some(slot) = self.entries.get_mut(&key) {
                 slot.server = index;
                 slot.last_seen_ms = last_seen_ms;
@@ -269,11 +296,32 @@ impl StickTable {
     }
 
     pub fn forget(&mut self, key: &IpAddr) -> bool {
-        self.entries.remove(key).is_some()
+        match self.entries.remove(key) {
+            Some(slot) => {
+                self.drop_active(slot);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.active.iter_mut().for_each(|n| *n = 0);
+    }
+
+    /// A connected client's entry changes server.
+    fn move_active(&mut self, slot: Slot, to: u16) {
+        if slot.open > 0 && slot.server != to {
+            self.active[usize::from(slot.server)] -= 1;
+            self.active[usize::from(to)] += 1;
+        }
+    }
+
+    fn drop_active(&mut self, slot: Slot) {
+        if slot.open > 0 {
+            self.active[usize::from(slot.server)] -= 1;
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, Entry)> + '_ {
@@ -302,6 +350,7 @@ impl StickTable {
             self.collect_names();
         }
         self.servers.push(server.clone());
+        self.active.push(0);
         (self.servers.len() - 1) as u16
     }
 
@@ -313,16 +362,19 @@ impl StickTable {
         }
         let mut remap = vec![0u16; self.servers.len()];
         let mut kept = Vec::new();
+        let mut active = Vec::new();
         for (i, name) in self.servers.iter().enumerate() {
             if used[i] {
                 remap[i] = kept.len() as u16;
                 kept.push(name.clone());
+                active.push(self.active[i]);
             }
         }
         for slot in self.entries.values_mut() {
             slot.server = remap[usize::from(slot.server)];
         }
         self.servers = kept;
+        self.active = active;
     }
 
     /// Before an insert: a full table gives up its oldest entries, a batch at a time
@@ -350,7 +402,9 @@ impl StickTable {
         let from_idle = oldest(&mut idle, count).to_vec();
         let from_connected = oldest(&mut connected, count - from_idle.len()).to_vec();
         for (_, key) in from_idle.iter().chain(&from_connected) {
-            self.entries.remove(key);
+            if let Some(slot) = self.entries.remove(key) {
+                self.drop_active(slot);
+            }
         }
         self.counters.evictions += (from_idle.len() + from_connected.len()) as u64;
         self.counters.evictions_connected += from_connected.len() as u64;
@@ -386,7 +440,7 @@ mod tests {
 
     fn connect(table: &mut StickTable, key: IpAddr, now: u64, server: &str) -> Assignment {
         table
-            .assign(key, now, keep, || Some(name(server)))
+            .assign(key, now, keep, |_| Some(name(server)))
             .expect("a server")
     }
 
@@ -493,7 +547,7 @@ mod tests {
         let mut t = StickTable::new(10, HOUR);
         connect(&mut t, ip(1), 0, "s1");
         let moved = t
-            .assign(ip(1), 1, |_| Stickiness::Move, || Some(name("s2")))
+            .assign(ip(1), 1, |_| Stickiness::Move, |_| Some(name("s2")))
             .unwrap();
         assert_eq!(moved.outcome, Outcome::Moved { from: name("s1") });
         let next = connect(&mut t, ip(1), 2, "s3");
@@ -503,10 +557,10 @@ mod tests {
     #[test]
     fn no_server_available_changes_nothing() {
         let mut t = StickTable::new(10, HOUR);
-        assert!(t.assign(ip(1), 0, keep, || None).is_none());
+        assert!(t.assign(ip(1), 0, keep, |_| None).is_none());
         assert!(t.is_empty());
         connect(&mut t, ip(2), 0, "s1");
-        assert!(t.assign(ip(2), 1, |_| Stickiness::Move, || None).is_none());
+        assert!(t.assign(ip(2), 1, |_| Stickiness::Move, |_| None).is_none());
         assert_eq!(t.get(&ip(2)).unwrap().server.as_ref(), "s1");
         assert_eq!(t.get(&ip(2)).unwrap().open, 1);
     }
@@ -519,9 +573,9 @@ mod tests {
         }
         let s1 = name("s1");
         // All three sockets fail on s1; only the first one chooses.
-        let first = t.reassign(ip(1), &s1, || Some(name("s2"))).unwrap();
-        let second = t.reassign(ip(1), &s1, || Some(name("s3"))).unwrap();
-        let third = t.reassign(ip(1), &s1, || Some(name("s3"))).unwrap();
+        let first = t.reassign(ip(1), &s1, |_| Some(name("s2"))).unwrap();
+        let second = t.reassign(ip(1), &s1, |_| Some(name("s3"))).unwrap();
+        let third = t.reassign(ip(1), &s1, |_| Some(name("s3"))).unwrap();
         assert_eq!(
             [first, second, third].map(|s| s.to_string()),
             ["s2", "s2", "s2"]
@@ -566,12 +620,12 @@ mod tests {
         let mut t = StickTable::new(1_280, HOUR);
         for i in 0..1_280u32 {
             let key = IpAddr::from(std::net::Ipv4Addr::from(i));
-            t.assign(key, u64::from(i), keep, || Some(name("s1")));
+            t.assign(key, u64::from(i), keep, |_| Some(name("s1")));
             if i >= 100 {
                 t.release(key, u64::from(i)); // 0..100 stay connected
             }
         }
-        t.assign(ip(250), 5_000, keep, || Some(name("s2")));
+        t.assign(ip(250), 5_000, keep, |_| Some(name("s2")));
         // One pass evicted 1/128 of the table: the 10 oldest idle entries (100..110).
         assert_eq!(t.counters().evictions, 10);
         assert_eq!(t.len(), 1_280 - 10 + 1);
@@ -587,6 +641,33 @@ mod tests {
                 "oldest idle {i} evicted"
             );
         }
+    }
+
+    #[test]
+    fn active_clients_follow_every_transition() {
+        let mut t = StickTable::new(10, HOUR);
+        let s1 = name("s1");
+        connect(&mut t, ip(1), 0, "s1");
+        connect(&mut t, ip(1), 0, "s1"); // same client: still one client
+        connect(&mut t, ip(2), 0, "s1");
+        assert_eq!(t.active_clients("s1"), 2);
+        t.reassign(ip(2), &s1, |_| Some(name("s2")));
+        assert_eq!((t.active_clients("s1"), t.active_clients("s2")), (1, 1));
+        t.merge(ip(1), name("s3"), 10);
+        assert_eq!((t.active_clients("s1"), t.active_clients("s3")), (0, 1));
+        t.release(ip(1), 11);
+        assert_eq!(t.active_clients("s3"), 1, "one of two sockets closed");
+        t.release(ip(1), 12);
+        assert_eq!(t.active_clients("s3"), 0);
+        t.release(ip(1), 13); // an extra release never underflows
+        t.merge(ip(9), name("s1"), 5); // a peer's idle client is not active here
+        assert_eq!(t.active_clients("s1"), 0);
+        connect(&mut t, ip(9), 20, "s2"); // idle entry becomes active on its server
+        assert_eq!(t.active_clients("s1"), 1);
+        t.forget(&ip(2));
+        assert_eq!(t.active_clients("s2"), 0);
+        t.clear();
+        assert_eq!(t.active_clients("s1"), 0);
     }
 
     #[test]
@@ -611,7 +692,7 @@ mod tests {
             if round % 3 == 0 {
                 t.release(key, now);
             } else {
-                t.assign(key, now, keep, || Some(name("s")));
+                t.assign(key, now, keep, |_| Some(name("s")));
             }
             if round % 50 == 0 {
                 t.sweep(now);

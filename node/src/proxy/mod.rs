@@ -335,7 +335,14 @@ impl BackendRt {
     }
 
     /// Runs the balancer over the servers that take new clients, skipping `exclude`.
-    fn pick_new(&self, client: IpAddr, exclude: &[ServerName]) -> Option<Arc<ServerRt>> {
+    /// With a stick table, leastconn weighs connected *clients* per server (the unit
+    /// stickiness places); without one, connections.
+    fn pick_new(
+        &self,
+        client: IpAddr,
+        exclude: &[ServerName],
+        table: Option<&StickTable>,
+    ) -> Option<Arc<ServerRt>> {
         let eligible: Vec<&Arc<ServerRt>> = self
             .servers
             .iter()
@@ -346,7 +353,7 @@ impl BackendRt {
             .map(|s| Candidate {
                 name: &s.name,
                 weight: s.weight,
-                load: s.assigned(),
+                load: table.map_or_else(|| s.assigned(), |t| t.active_clients(&s.name)),
             })
             .collect();
         let index = match self.spec.balance {
@@ -369,7 +376,7 @@ impl BackendRt {
     /// sockets of one client agree and leastconn sees every earlier decision.
     fn decide(&self, client: IpAddr, now_ms: u64) -> Option<Arc<ServerRt>> {
         let Some(table) = &self.stick else {
-            let server = self.pick_new(client, &[])?;
+            let server = self.pick_new(client, &[], None)?;
             server.assigned.fetch_add(1, Ordering::Relaxed);
             return Some(server);
         };
@@ -381,7 +388,7 @@ impl BackendRt {
                 Some(s) if s.keeps_stuck_clients() => Stickiness::Keep,
                 _ => Stickiness::Move,
             },
-            || self.pick_new(client, &[]).map(|s| s.name.clone()),
+            |t| self.pick_new(client, &[], Some(t)).map(|s| s.name.clone()),
         )?;
         let server = self.server(&assignment.server)?.clone();
         server.assigned.fetch_add(1, Ordering::Relaxed);
@@ -409,17 +416,20 @@ impl BackendRt {
         let next = match &self.stick {
             Some(table) => {
                 let mut table = table.lock();
-                let name = table
-                    .reassign(client, &failed.name, || {
-                        self.pick_new(client, tried).map(|s| s.name.clone())
-                    })
-                    .or_else(|| self.pick_new(client, tried).map(|s| s.name.clone()))?;
+                let moved = table.reassign(client, &failed.name, |t| {
+                    self.pick_new(client, tried, Some(t))
+                        .map(|s| s.name.clone())
+                });
+                let name = moved.or_else(|| {
+                    self.pick_new(client, tried, Some(&table))
+                        .map(|s| s.name.clone())
+                })?;
                 let next = self.server(&name)?.clone();
                 next.assigned.fetch_add(1, Ordering::Relaxed);
                 next
             }
             None => {
-                let next = self.pick_new(client, tried)?;
+                let next = self.pick_new(client, tried, None)?;
                 next.assigned.fetch_add(1, Ordering::Relaxed);
                 next
             }
