@@ -10,14 +10,21 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ballast_raft_store::network::ProposeError;
+use ballast_raft_store::model::{
+    AdminState, Backend, ClusterModel, Frontend, ModelSpec, Role, Server,
+};
+use ballast_raft_store::network::{MembershipChange, ProposeError};
 use ballast_raft_store::state::{self, Command, StickBatch, StickUpdate};
+use ballast_raft_store::types::Member;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -40,6 +47,15 @@ pub trait NodeHandle: Send + Sync + 'static {
     fn node_id(&self) -> u64;
     /// Commits a command through the cluster's leader.
     fn propose(&self, command: Command) -> BoxFuture<'_, Result<state::Response, ProposeError>>;
+    /// The replicated model and its revision, as this node has applied it.
+    fn model(&self) -> (ClusterModel, u64);
+    /// Live per-server figures of one backend on this node (`None` on a witness).
+    fn backend_stats(&self, backend: &str) -> Option<serde_json::Value>;
+    /// Adds or removes a member through the leader.
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> BoxFuture<'_, Result<(), ProposeError>>;
 }
 
 /// DESIGN's error shape: `{"error":{"code":"not_found","message":"..."}}`.
@@ -154,6 +170,27 @@ pub fn router(node: Arc<dyn NodeHandle>) -> Router {
             "/v1/backends/:backend/stick/:key",
             axum::routing::delete(stick_forget_one),
         )
+        .route("/v1/frontends", get(list_frontends))
+        .route(
+            "/v1/frontends/:name",
+            get(get_frontend).put(put_frontend).delete(delete_frontend),
+        )
+        .route("/v1/backends", get(list_backends))
+        .route(
+            "/v1/backends/:name",
+            get(get_backend).put(put_backend).delete(delete_backend),
+        )
+        .route(
+            "/v1/backends/:backend/servers/:server",
+            axum::routing::put(put_server).delete(delete_server),
+        )
+        .route(
+            "/v1/backends/:backend/servers/:server/state",
+            axum::routing::post(set_admin),
+        )
+        .route("/v1/apply", axum::routing::post(apply))
+        .route("/v1/members", axum::routing::post(add_member))
+        .route("/v1/members/:id", axum::routing::delete(remove_member))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(node)
@@ -327,6 +364,277 @@ async fn stick_forget_one(
     Ok(Json(serde_json::json!({ "revision": revision })))
 }
 
+/// Decodes a JSON body, naming the field at fault (`servers[1].weight`) on error.
+fn decode_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let value = json_value(body)?;
+    decode_value(value)
+}
+
+fn json_value(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+    let bytes = body.map_err(|r| {
+        let status = r.status().as_u16();
+        let code = if status == 413 {
+            "payload_too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(status, code, r.body_text())
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            format!("field `{path}`")
+        };
+        ApiError::bad_request(format!("{field}: {}", e.inner()))
+    })
+}
+
+/// A PUT body may omit `name`; when present it must match the path.
+fn with_name(mut value: serde_json::Value, name: &str) -> Result<serde_json::Value, ApiError> {
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("body: expected a JSON object"))?;
+    match object.get("name") {
+        None => {
+            object.insert("name".into(), serde_json::Value::String(name.into()));
+        }
+        Some(serde_json::Value::String(n)) if n == name => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "field `name`: {other} differs from the name in the path ({name:?})"
+            )))
+        }
+    }
+    Ok(value)
+}
+
+fn revision_json(revision: u64) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "revision": revision }))
+}
+
+async fn list_frontends(State(node): Node) -> Json<serde_json::Value> {
+    let (model, revision) = node.model();
+    let frontends: Vec<&Frontend> = model.frontends.values().collect();
+    Json(serde_json::json!({ "revision": revision, "frontends": frontends }))
+}
+
+async fn get_frontend(
+    State(node): Node,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (model, _) = node.model();
+    let frontend = model
+        .frontends
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("frontend {name:?} does not exist")))?;
+    Ok(Json(serde_json::to_value(frontend).unwrap_or_default()))
+}
+
+async fn put_frontend(
+    State(node): Node,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let frontend: Frontend = decode_value(with_name(json_value(body)?, &name)?)?;
+    let revision = commit(node.as_ref(), Command::PutFrontend { frontend }).await?;
+    Ok(revision_json(revision))
+}
+
+async fn delete_frontend(
+    State(node): Node,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let revision = commit(node.as_ref(), Command::DeleteFrontend { name }).await?;
+    Ok(revision_json(revision))
+}
+
+fn backend_json(node: &dyn NodeHandle, backend: &Backend) -> serde_json::Value {
+    let mut value = serde_json::to_value(backend).unwrap_or_default();
+    if let (Some(stats), Some(object)) = (node.backend_stats(&backend.name), value.as_object_mut())
+    {
+        object.insert("stats".into(), stats);
+    }
+    value
+}
+
+async fn list_backends(State(node): Node) -> Json<serde_json::Value> {
+    let (model, revision) = node.model();
+    let backends: Vec<serde_json::Value> = model
+        .backends
+        .values()
+        .map(|b| backend_json(node.as_ref(), b))
+        .collect();
+    Json(serde_json::json!({ "revision": revision, "backends": backends }))
+}
+
+async fn get_backend(
+    State(node): Node,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (model, _) = node.model();
+    let backend = model
+        .backends
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("backend {name:?} does not exist")))?;
+    Ok(Json(backend_json(node.as_ref(), backend)))
+}
+
+async fn put_backend(
+    State(node): Node,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let backend: Backend = decode_value(with_name(json_value(body)?, &name)?)?;
+    let revision = commit(node.as_ref(), Command::PutBackend { backend }).await?;
+    Ok(revision_json(revision))
+}
+
+async fn delete_backend(
+    State(node): Node,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let revision = commit(node.as_ref(), Command::DeleteBackend { name }).await?;
+    Ok(revision_json(revision))
+}
+
+async fn put_server(
+    State(node): Node,
+    Path((backend, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let server: Server = decode_value(with_name(json_value(body)?, &name)?)?;
+    let revision = commit(node.as_ref(), Command::PutServer { backend, server }).await?;
+    Ok(revision_json(revision))
+}
+
+async fn delete_server(
+    State(node): Node,
+    Path((backend, server)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let revision = commit(node.as_ref(), Command::DeleteServer { backend, server }).await?;
+    Ok(revision_json(revision))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminBody {
+    admin: AdminState,
+}
+
+async fn set_admin(
+    State(node): Node,
+    Path((backend, server)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let AdminBody { admin } = decode_body(body)?;
+    let revision = commit(
+        node.as_ref(),
+        Command::SetAdmin {
+            backend,
+            server,
+            admin,
+        },
+    )
+    .await?;
+    Ok(revision_json(revision))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The whole model (the config file's `frontend` and `backend` lists, as JSON), applied
+/// as one change; answers the diff.
+async fn apply(
+    State(node): Node,
+    query: Result<Query<ApplyQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let spec: ModelSpec = decode_body(body)?;
+    let next = ClusterModel::from_spec(spec).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        ApiError::bad_request(text.join("; "))
+    })?;
+    let (current, revision) = node.model();
+    let diff = current.diff(&next);
+    if query.dry_run || diff.is_empty() {
+        return Ok(Json(serde_json::json!({
+            "dry_run": query.dry_run,
+            "revision": revision,
+            "diff": diff,
+        })));
+    }
+    let revision = commit(node.as_ref(), Command::ReplaceModel { model: next }).await?;
+    Ok(Json(
+        serde_json::json!({ "dry_run": false, "revision": revision, "diff": diff }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    id: u64,
+    raft: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+    #[serde(default)]
+    role: Role,
+}
+
+async fn add_member(
+    State(node): Node,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let m: MemberBody = decode_body(body)?;
+    let member = Member {
+        raft: m.raft.to_string(),
+        api: m.api.to_string(),
+        role: m.role,
+    };
+    node.change_membership(MembershipChange::Add { id: m.id, member })
+        .await?;
+    Ok(Json(serde_json::json!({ "added": m.id })))
+}
+
+async fn remove_member(
+    State(node): Node,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    node.change_membership(MembershipChange::Remove { id })
+        .await?;
+    Ok(Json(serde_json::json!({ "removed": id })))
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
@@ -370,6 +678,18 @@ mod tests {
         }
         fn node_id(&self) -> u64 {
             1
+        }
+        fn model(&self) -> (ClusterModel, u64) {
+            (ClusterModel::default(), 7)
+        }
+        fn backend_stats(&self, _: &str) -> Option<serde_json::Value> {
+            None
+        }
+        fn change_membership(
+            &self,
+            _: MembershipChange,
+        ) -> BoxFuture<'_, Result<(), ProposeError>> {
+            Box::pin(async { Err(ProposeError::Unavailable("no quorum".into())) })
         }
         fn propose(
             &self,
@@ -504,5 +824,117 @@ mod tests {
         )
         .await;
         assert!(bad_key.starts_with("HTTP/1.1 400"), "{bad_key}");
+    }
+
+    #[tokio::test]
+    async fn model_bodies_are_checked_field_by_field() {
+        let (addr, fake) = start().await;
+        let auth = "\r\nAuthorization: Bearer sekrit";
+        let wrong_type = request(
+            addr,
+            &format!("PUT /v1/backends/b/servers/s1 HTTP/1.1{auth}"),
+            r#"{"addr":"127.0.0.1:7001","weight":"heavy"}"#,
+        )
+        .await;
+        assert!(
+            wrong_type.starts_with("HTTP/1.1 400") && wrong_type.contains("field `weight`"),
+            "{wrong_type}"
+        );
+        let unknown = request(
+            addr,
+            &format!("PUT /v1/frontends/f HTTP/1.1{auth}"),
+            r#"{"bind":["127.0.0.1:8001"],"backend":"b","colour":"red"}"#,
+        )
+        .await;
+        assert!(
+            unknown.starts_with("HTTP/1.1 400") && unknown.contains("colour"),
+            "{unknown}"
+        );
+        let renamed = request(
+            addr,
+            &format!("PUT /v1/frontends/f HTTP/1.1{auth}"),
+            r#"{"name":"g","bind":["127.0.0.1:8001"],"backend":"b"}"#,
+        )
+        .await;
+        assert!(
+            renamed.starts_with("HTTP/1.1 400") && renamed.contains("field `name`"),
+            "{renamed}"
+        );
+        let bad_admin = request(
+            addr,
+            &format!("POST /v1/backends/b/servers/s1/state HTTP/1.1{auth}"),
+            r#"{"admin":"sleep"}"#,
+        )
+        .await;
+        assert!(
+            bad_admin.starts_with("HTTP/1.1 400") && bad_admin.contains("field `admin`"),
+            "{bad_admin}"
+        );
+        assert!(
+            fake.proposals.lock().is_empty(),
+            "nothing invalid was proposed"
+        );
+        let ok = request(
+            addr,
+            &format!("POST /v1/backends/b/servers/s1/state HTTP/1.1{auth}"),
+            r#"{"admin":"drain"}"#,
+        )
+        .await;
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.contains(r#""revision":7"#),
+            "{ok}"
+        );
+        let huge = "x".repeat(17 << 20);
+        let too_big = request(addr, &format!("POST /v1/apply HTTP/1.1{auth}"), &huge).await;
+        assert!(
+            too_big.starts_with("HTTP/1.1 413"),
+            "{}",
+            &too_big[..too_big.len().min(200)]
+        );
+        let no_quorum = request(
+            addr,
+            &format!("POST /v1/members HTTP/1.1{auth}"),
+            r#"{"id":4,"raft":"127.0.0.1:1","api":"127.0.0.1:2"}"#,
+        )
+        .await;
+        assert!(
+            no_quorum.starts_with("HTTP/1.1 503") && no_quorum.contains(r#""code":"unavailable""#),
+            "{no_quorum}"
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_answers_the_diff_and_dry_run_commits_nothing() {
+        let (addr, fake) = start().await;
+        let auth = "\r\nAuthorization: Bearer sekrit";
+        let spec = r#"{"frontend":[{"name":"f","bind":["127.0.0.1:8001"],"backend":"b"}],
+                       "backend":[{"name":"b","servers":[{"name":"s1","addr":"127.0.0.1:7001"}]}]}"#;
+        let dry = request(
+            addr,
+            &format!("POST /v1/apply?dry_run=true HTTP/1.1{auth}"),
+            spec,
+        )
+        .await;
+        assert!(
+            dry.starts_with("HTTP/1.1 200") && dry.contains(r#""added":["f"]"#),
+            "{dry}"
+        );
+        assert!(fake.proposals.lock().is_empty());
+        let real = request(addr, &format!("POST /v1/apply HTTP/1.1{auth}"), spec).await;
+        assert!(real.starts_with("HTTP/1.1 200"), "{real}");
+        assert!(matches!(
+            fake.proposals.lock()[0],
+            Command::ReplaceModel { .. }
+        ));
+        let invalid = request(
+            addr,
+            &format!("POST /v1/apply HTTP/1.1{auth}"),
+            r#"{"frontend":[{"name":"f","bind":["127.0.0.1:8001"],"backend":"missing"}]}"#,
+        )
+        .await;
+        assert!(
+            invalid.starts_with("HTTP/1.1 400") && invalid.contains("unknown backend"),
+            "{invalid}"
+        );
     }
 }

@@ -215,6 +215,37 @@ impl NodeHandle for NodeApi {
     fn propose(&self, command: Command) -> BoxFuture<'_, Result<state::Response, ProposeError>> {
         Box::pin(self.replica.propose(command))
     }
+
+    fn model(&self) -> (ballast_raft_store::model::ClusterModel, u64) {
+        self.replica
+            .read(|a| (a.state.model.clone(), a.state.revision))
+    }
+
+    fn backend_stats(&self, backend: &str) -> Option<serde_json::Value> {
+        let plane = self.plane.as_ref()?;
+        let view = plane.view();
+        let rt = view.backends.get(backend)?;
+        let servers: Vec<serde_json::Value> = rt
+            .servers
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "up": s.is_up(),
+                    "admin": s.admin().as_str(),
+                    "connections": s.assigned(),
+                })
+            })
+            .collect();
+        Some(serde_json::json!({ "node_id": self.config.node.id, "servers": servers }))
+    }
+
+    fn change_membership(
+        &self,
+        change: ballast_raft_store::network::MembershipChange,
+    ) -> BoxFuture<'_, Result<(), ProposeError>> {
+        Box::pin(self.replica.change_membership(change))
+    }
 }
 
 /// A node that is up.

@@ -556,11 +556,83 @@ impl ClusterModel {
         }
     }
 
+    /// What changes from `self` to `next`, by name: what `apply` reports (and, with
+    /// `dry_run`, only reports).
+    pub fn diff(&self, next: &ClusterModel) -> ModelDiff {
+        fn names<T: PartialEq>(
+            old: &BTreeMap<String, T>,
+            new: &BTreeMap<String, T>,
+        ) -> NameChanges {
+            NameChanges {
+                added: new
+                    .keys()
+                    .filter(|k| !old.contains_key(*k))
+                    .cloned()
+                    .collect(),
+                removed: old
+                    .keys()
+                    .filter(|k| !new.contains_key(*k))
+                    .cloned()
+                    .collect(),
+                changed: new
+                    .iter()
+                    .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            }
+        }
+        let servers = next
+            .backends
+            .values()
+            .filter_map(|b| {
+                let old = self.backends.get(&b.name)?;
+                let index = |list: &[Server]| -> BTreeMap<String, Server> {
+                    list.iter().map(|s| (s.name.clone(), s.clone())).collect()
+                };
+                let changes = names(&index(&old.servers), &index(&b.servers));
+                (!changes.is_empty()).then(|| (b.name.clone(), changes))
+            })
+            .collect();
+        ModelDiff {
+            frontends: names(&self.frontends, &next.frontends),
+            backends: names(&self.backends, &next.backends),
+            servers,
+        }
+    }
+
     pub fn to_spec(&self) -> ModelSpec {
         ModelSpec {
             frontends: self.frontends.values().cloned().collect(),
             backends: self.backends.values().cloned().collect(),
         }
+    }
+}
+
+/// Names added, removed and changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl NameChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDiff {
+    pub frontends: NameChanges,
+    pub backends: NameChanges,
+    /// Per backend present before and after: its servers' changes.
+    pub servers: BTreeMap<String, NameChanges>,
+}
+
+impl ModelDiff {
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty() && self.backends.is_empty() && self.servers.is_empty()
     }
 }
 
@@ -804,6 +876,36 @@ mod tests {
         assert!(errors
             .iter()
             .all(|e| matches!(e.subject, Subject::Server { .. })));
+    }
+
+    #[test]
+    fn diff_names_what_changes() {
+        let before = ClusterModel::from_spec(ModelSpec {
+            frontends: vec![frontend("f", &["127.0.0.1:8001"], "b")],
+            backends: vec![backend("b", vec![server("s1", 7001), server("s2", 7002)])],
+        })
+        .unwrap();
+        let mut s1 = server("s1", 7001);
+        s1.weight = 5;
+        let after = ClusterModel::from_spec(ModelSpec {
+            frontends: vec![frontend("g", &["127.0.0.1:8002"], "b")],
+            backends: vec![backend("b", vec![s1, server("s3", 7003)])],
+        })
+        .unwrap();
+        let d = before.diff(&after);
+        assert_eq!(d.frontends.added, vec!["g"]);
+        assert_eq!(d.frontends.removed, vec!["f"]);
+        assert_eq!(d.backends.changed, vec!["b"]);
+        let servers = &d.servers["b"];
+        assert_eq!(
+            (&servers.added, &servers.removed, &servers.changed),
+            (
+                &vec!["s3".to_string()],
+                &vec!["s2".to_string()],
+                &vec!["s1".to_string()]
+            )
+        );
+        assert!(after.diff(&after).is_empty());
     }
 
     #[test]

@@ -101,6 +101,15 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A write forwarded by a follower to the leader.
     Propose(Command),
+    /// A membership change forwarded to the leader.
+    Membership(MembershipChange),
+}
+
+/// Adding or removing a cluster member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    Add { id: NodeId, member: Member },
+    Remove { id: NodeId },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -111,6 +120,7 @@ pub enum Reply {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Propose(Result<Response, ProposeError>),
+    Membership(Result<(), ProposeError>),
 }
 
 /// Why a proposal was not committed.
@@ -304,6 +314,9 @@ async fn serve_peer(
                 Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
             Request::Propose(command) => Reply::Propose(propose_local(&raft, command).await),
+            Request::Membership(change) => {
+                Reply::Membership(change_membership_local(&raft, change).await)
+            }
         };
         if let Err(e) = write_frame(&mut stream, &reply).await {
             debug!(%peer, error = %e, "raft reply failed");
@@ -328,6 +341,39 @@ pub async fn propose_local(raft: &Raft, command: Command) -> Result<Response, Pr
         }
         Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
     }
+}
+
+/// Applies a membership change through this node's Raft if it leads. Adding waits
+/// until the new node has caught up as a learner, then makes it a voter.
+pub async fn change_membership_local(
+    raft: &Raft,
+    change: MembershipChange,
+) -> Result<(), ProposeError> {
+    use openraft::error::ClientWriteError;
+    use openraft::ChangeMembers;
+    let map = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader: f.leader_id,
+        },
+        other => ProposeError::Unavailable(other.to_string()),
+    };
+    match change {
+        MembershipChange::Add { id, member } => {
+            raft.add_learner(id, member, true).await.map_err(map)?;
+            raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                .await
+                .map_err(map)?;
+        }
+        MembershipChange::Remove { id } => {
+            raft.change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(map)?;
+            raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(map)?;
+        }
+    }
+    Ok(())
 }
 
 /// How long a write may wait for a commit before the caller is told there is no quorum.

@@ -11,13 +11,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::{ChangeMembers, SnapshotPolicy};
+use openraft::SnapshotPolicy;
 use parking_lot::RwLock;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::model::ClusterModel;
-use crate::network::{self, NetworkStats, PeerClient, ProposeError, Reply, Request};
+use crate::network::{
+    self, MembershipChange, NetworkStats, PeerClient, ProposeError, Reply, Request,
+};
 use crate::state::{Command, Response};
 use crate::store::{self, Applied, LogStore, Observer, StateMachine};
 use crate::types::{Member, NodeId, Raft, RaftMetrics};
@@ -321,16 +323,7 @@ impl Replica {
     }
 
     async fn forward(&self, leader: NodeId, command: Command) -> Result<Response, ProposeError> {
-        let addr = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|m| m.raft.clone())
-        };
-        let Some(addr) = addr.filter(|a| !a.is_empty()) else {
+        let Some(addr) = self.member_addr(leader) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
         let mut forwarders = self.forwarders.lock().await;
@@ -351,31 +344,61 @@ impl Replica {
         }
     }
 
-    /// Adds a node as a learner, waits until it has caught up, then makes it a voter.
-    /// Must run on the leader.
-    pub async fn add_member(&self, id: NodeId, member: Member) -> Result<(), String> {
-        self.raft
-            .add_learner(id, member, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+    /// Adds or removes a member through the leader, wherever it is.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposeError> {
+        match self.leader() {
+            Some(leader) if leader == self.id => {
+                network::change_membership_local(&self.raft, change).await
+            }
+            Some(leader) => {
+                let Some(addr) = self.member_addr(leader) else {
+                    return Err(ProposeError::NotLeader { leader: None });
+                };
+                let mut forwarders = self.forwarders.lock().await;
+                let client = forwarders
+                    .entry(leader)
+                    .or_insert_with(|| self.network.client(leader, &addr));
+                // Adding waits for the learner to catch up: allow more than a write.
+                match client
+                    .call(&Request::Membership(change), Duration::from_secs(60))
+                    .await
+                {
+                    Ok(Reply::Membership(result)) => result,
+                    Ok(_) => Err(ProposeError::Unavailable(
+                        "unexpected reply from the leader".into(),
+                    )),
+                    Err(e) => Err(ProposeError::Unavailable(format!(
+                        "leader {leader} unreachable: {e}"
+                    ))),
+                }
+            }
+            None => Err(ProposeError::Unavailable(
+                "no leader: a majority of the cluster is unreachable".into(),
+            )),
+        }
     }
 
-    /// Removes a node from the voters and the membership. Must run on the leader.
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+    /// Adds a node as a learner, waits until it has caught up, then makes it a voter.
+    pub async fn add_member(&self, id: NodeId, member: Member) -> Result<(), ProposeError> {
+        self.change_membership(MembershipChange::Add { id, member })
             .await
-            .map_err(|e| e.to_string())?;
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+    }
+
+    /// Removes a node from the voters and the membership.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ProposeError> {
+        self.change_membership(MembershipChange::Remove { id })
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+    }
+
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|m| m.raft.clone())
+            .filter(|a| !a.is_empty())
     }
 
     pub async fn shutdown(&self) {

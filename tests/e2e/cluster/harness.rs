@@ -285,6 +285,11 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(self.nodes[i].data_dir());
     }
 
+    /// The PID of node `id`'s process, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default()
     }
@@ -357,12 +362,23 @@ impl Cluster {
 
     /// POST with the cluster token; returns (status, body).
     pub fn post(&self, id: u64, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        self.request(id, "POST", path, body)
+    }
+
+    /// Any method, with the cluster token; returns (status, body).
+    pub fn request(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.node(id).api)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         write!(
             s,
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )?;
         s.write_all(body.as_bytes())?;

@@ -9,6 +9,7 @@
 //! (`[node] bind_ip`), the way nodes on separate hosts bind the same ports.
 
 mod harness;
+mod live;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
