@@ -248,6 +248,11 @@ impl Observer for PlaneMirror {
     fn on_change(&self, _state: &ClusterState, change: &Change) {
         match change {
             Change::Model => self.generation.send_modify(|g| *g += 1),
+            Change::ModelAndShutdown { backend, server } => {
+                // Before the new view drops it: the server's connections are told now.
+                self.plane.shutdown_server(backend, server);
+                self.generation.send_modify(|g| *g += 1);
+            }
             Change::Sticks { origin, batches } if *origin != self.me => {
                 self.plane.merge_remote(batches)
             }
@@ -287,6 +292,7 @@ pub async fn apply_loop(mirror: Arc<PlaneMirror>, replica: Arc<Replica>) {
             let errors = mirror.plane.apply_model(&model);
             // Entries of backends that just appeared, and everything after a reset.
             replica.read(|a| mirror.plane.import_state(&a.state));
+            mirror.plane.mark_applied(revision);
             if applied_revision.is_none() {
                 info!(
                     revision,

@@ -213,7 +213,33 @@ impl NodeHandle for NodeApi {
     }
 
     fn propose(&self, command: Command) -> BoxFuture<'_, Result<state::Response, ProposeError>> {
-        Box::pin(self.replica.propose(command))
+        Box::pin(async move {
+            let changes_model = matches!(
+                command,
+                Command::ReplaceModel { .. }
+                    | Command::PutFrontend { .. }
+                    | Command::DeleteFrontend { .. }
+                    | Command::PutBackend { .. }
+                    | Command::DeleteBackend { .. }
+                    | Command::PutServer { .. }
+                    | Command::DeleteServer { .. }
+                    | Command::SetAdmin { .. }
+            );
+            let response = self.replica.propose(command).await?;
+            // The answer means "in effect on this node": wait for the local data plane.
+            if let (true, None, Some(plane)) = (changes_model, &response.error, &self.plane) {
+                if !plane
+                    .wait_applied(response.revision, std::time::Duration::from_secs(3))
+                    .await
+                {
+                    tracing::warn!(
+                        revision = response.revision,
+                        "committed, but not yet applied by this node's data plane"
+                    );
+                }
+            }
+            Ok(response)
+        })
     }
 
     fn model(&self) -> (ballast_raft_store::model::ClusterModel, u64) {

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::ToSchema;
 
 /// Largest port range one bind may open; a typo such as `8001-80010` should fail loudly
 /// instead of opening thousands of listeners.
@@ -21,7 +22,7 @@ pub const MAX_PORTS_PER_BIND: u32 = 1024;
 
 /// The model as a user writes it: ordered lists, possibly with duplicates or dangling
 /// references. Only [`ClusterModel::from_spec`] turns it into something usable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     #[serde(default, rename = "frontend")]
@@ -38,27 +39,32 @@ pub struct ClusterModel {
     pub backends: BTreeMap<String, Backend>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Frontend {
     pub name: String,
+    #[schema(value_type = Vec<String>, example = json!(["0.0.0.0:8001-8003"]))]
     pub bind: Vec<Bind>,
     pub backend: String,
     #[serde(default = "defaults::timeout_client", with = "duration_text")]
+    #[schema(value_type = String, example = "15h")]
     pub timeout_client: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     pub name: String,
     #[serde(default)]
     pub balance: Balance,
     #[serde(default = "defaults::timeout_server", with = "duration_text")]
+    #[schema(value_type = String, example = "15h")]
     pub timeout_server: Duration,
     #[serde(default = "defaults::timeout_connect", with = "duration_text")]
+    #[schema(value_type = String, example = "5s")]
     pub timeout_connect: Duration,
     #[serde(default = "defaults::timeout_queue", with = "duration_text")]
+    #[schema(value_type = String, example = "30s")]
     pub timeout_queue: Duration,
     #[serde(default)]
     pub stick: Option<Stick>,
@@ -68,7 +74,7 @@ pub struct Backend {
     pub servers: Vec<Server>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
     /// Fewest active connections relative to weight.
@@ -81,36 +87,39 @@ pub enum Balance {
     Source,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StickOn {
     /// The client's source IP address, without port.
     Src,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stick {
     pub on: StickOn,
     #[serde(default = "defaults::stick_size")]
     pub size: usize,
     #[serde(default = "defaults::stick_expire", with = "duration_text")]
+    #[schema(value_type = String, example = "16h")]
     pub expire: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthKind {
     Tcp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub kind: HealthKind,
     #[serde(default = "defaults::health_interval", with = "duration_text")]
+    #[schema(value_type = String, example = "2s")]
     pub interval: Duration,
     #[serde(default = "defaults::health_timeout", with = "duration_text")]
+    #[schema(value_type = String, example = "1s")]
     pub timeout: Duration,
     #[serde(default = "defaults::rise")]
     pub rise: u32,
@@ -124,10 +133,11 @@ pub struct HealthCheck {
     pub expect: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub name: String,
+    #[schema(value_type = String, example = "127.0.0.1:7001")]
     pub addr: SocketAddr,
     #[serde(default = "defaults::weight")]
     pub weight: u32,
@@ -140,7 +150,7 @@ pub struct Server {
 }
 
 /// A node's job in the cluster (DESIGN principle 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Proxy + VRRP + Raft voter.
@@ -160,7 +170,7 @@ impl Role {
 }
 
 /// What the operator wants, independent of what health checks observe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
     #[default]
@@ -609,7 +619,7 @@ impl ClusterModel {
 }
 
 /// Names added, removed and changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NameChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
@@ -622,7 +632,7 @@ impl NameChanges {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ModelDiff {
     pub frontends: NameChanges,
     pub backends: NameChanges,

@@ -185,6 +185,10 @@ pub enum Command {
     DeleteServer {
         backend: String,
         server: String,
+        /// Also close its established connections, on every node. By default they stay
+        /// until they end by themselves.
+        #[serde(default)]
+        shutdown: bool,
     },
     SetAdmin {
         backend: String,
@@ -243,6 +247,11 @@ pub struct Response {
 pub enum Change {
     None,
     Model,
+    /// The model changed and a removed server's established connections must close.
+    ModelAndShutdown {
+        backend: String,
+        server: String,
+    },
     Sticks {
         origin: NodeId,
         batches: Vec<StickBatch>,
@@ -360,7 +369,11 @@ impl ClusterState {
                 }
                 self.set_spec(spec)
             }
-            Command::DeleteServer { backend, server } => {
+            Command::DeleteServer {
+                backend,
+                server,
+                shutdown,
+            } => {
                 let mut spec = self.model.to_spec();
                 let b = find_backend(&mut spec, &backend)?;
                 let before = b.servers.len();
@@ -370,7 +383,12 @@ impl ClusterState {
                         "server {server:?} does not exist in backend {backend:?}"
                     )));
                 }
-                self.set_spec(spec)
+                let change = self.set_spec(spec)?;
+                Ok(if shutdown {
+                    Some(Change::ModelAndShutdown { backend, server })
+                } else {
+                    change
+                })
             }
             Command::SetAdmin {
                 backend,
@@ -719,11 +737,13 @@ mod tests {
         let (r, _) = state.apply(Command::DeleteServer {
             backend: "b".into(),
             server: "nope".into(),
+            shutdown: false,
         });
         assert_eq!(r.error.unwrap().0, ErrorCode::NotFound);
         let (r, change) = state.apply(Command::DeleteServer {
             backend: "b".into(),
             server: "s1".into(),
+            shutdown: false,
         });
         assert!(r.error.is_none() && change == Change::Model);
         assert!(

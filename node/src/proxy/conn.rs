@@ -149,25 +149,30 @@ async fn serve(
         server: backend.spec.timeout_server,
     };
     let (up, down) = (Flow::default(), Flow::default());
-    let end = pump::relay(
+    let relay = pump::relay(
         &client,
         &upstream,
         &idle,
         (&up, &frontend.m_bytes_in),
         (&down, &frontend.m_bytes_out),
-    )
-    .await;
-    if let End::Reset { .. } = end {
-        pump::reset(&client);
-        pump::reset(&upstream);
-    }
+    );
+    let reason = tokio::select! {
+        end = relay => {
+            if let End::Reset { .. } = end {
+                pump::reset(&client);
+                pump::reset(&upstream);
+            }
+            end.as_str()
+        }
+        () = server.removed() => "server_removed",
+    };
     drop(upstream);
     drop(client);
     server.m_active.dec();
     backend.release(client_ip, &server, now_ms());
     Closed {
         server: Some(server.name.clone()),
-        reason: end.as_str(),
+        reason,
         bytes_in: up.bytes.load(Ordering::Relaxed),
         bytes_out: down.bytes.load(Ordering::Relaxed),
     }

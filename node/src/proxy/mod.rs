@@ -67,6 +67,8 @@ pub struct ServerRt {
     assigned: AtomicU32,
     /// FIFO: tokio's semaphore grants permits in request order.
     slots: Option<Arc<Semaphore>>,
+    /// Set when the server is removed with `shutdown`: its connections close.
+    removed: tokio::sync::watch::Sender<bool>,
     m_active: Gauge,
     m_total: Counter,
     m_up: Gauge,
@@ -91,6 +93,7 @@ impl ServerRt {
             replicated_up: AtomicBool::new(true),
             assigned: AtomicU32::new(0),
             slots: (spec.maxconn > 0).then(|| Arc::new(Semaphore::new(spec.maxconn as usize))),
+            removed: tokio::sync::watch::channel(false).0,
             m_active: m.server_active.get_or_create(&labels).clone(),
             m_total: m.server_total.get_or_create(&labels).clone(),
             m_up: m.server_up.get_or_create(&labels).clone(),
@@ -141,6 +144,16 @@ impl ServerRt {
         if !self.probed.load(Ordering::Relaxed) {
             self.m_up.set(i64::from(up));
         }
+    }
+
+    fn shut_down(&self) {
+        self.removed.send_replace(true);
+    }
+
+    /// Resolves when the server is removed with `shutdown`.
+    async fn removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|removed| *removed).await;
     }
 
     fn set_admin(&self, state: AdminState) {

@@ -65,6 +65,9 @@ pub struct DataPlane {
     /// Replaces the wildcard address of binds on this node (`[node] bind_ip`).
     bind_ip: Option<IpAddr>,
     ready: AtomicBool,
+    /// Revision of the cluster model the view was last built from.
+    model_revision: std::sync::atomic::AtomicU64,
+    model_applied: tokio::sync::Notify,
     /// Touched only when the model changes or the plane stops, never per connection.
     runtime: Mutex<Runtime>,
 }
@@ -81,6 +84,8 @@ impl DataPlane {
             sink,
             bind_ip,
             ready: AtomicBool::new(false),
+            model_revision: std::sync::atomic::AtomicU64::new(0),
+            model_applied: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
         })
     }
@@ -242,6 +247,26 @@ impl DataPlane {
         }
     }
 
+    /// Records that the view now reflects the model at `revision`.
+    pub fn mark_applied(&self, revision: u64) {
+        self.model_revision.fetch_max(revision, Ordering::Relaxed);
+        self.model_applied.notify_waiters();
+    }
+
+    /// Waits (at most `timeout`) until the view reflects `revision`; false on timeout.
+    pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.model_applied.notified();
+            if self.model_revision.load(Ordering::Relaxed) >= revision {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.model_revision.load(Ordering::Relaxed) >= revision;
+            }
+        }
+    }
+
     /// Stops accepting and checking. Established connections are left to finish.
     pub fn stop(&self) {
         let mut rt = self.runtime.lock();
@@ -283,6 +308,19 @@ impl DataPlane {
     pub fn forget_sticks(&self, backend: &str, key: Option<IpAddr>) {
         if let Some(b) = self.view().backends.get(backend) {
             b.forget_sticks(key);
+        }
+    }
+
+    /// Closes the established connections of a server that is being removed.
+    pub fn shutdown_server(&self, backend: &str, server: &str) {
+        if let Some(s) = self
+            .view()
+            .backends
+            .get(backend)
+            .and_then(|b| b.server(server))
+        {
+            info!(backend, server, "closing the removed server's connections");
+            s.shut_down();
         }
     }
 

@@ -101,6 +101,22 @@ async fn api_changes_apply_live_without_touching_established_connections() {
     });
     assert!(closed, "the removed port still accepts");
 
+    // Removing a server keeps its connections by default; `shutdown=true` closes them.
+    let mut fresh = fresh;
+    let (status, body) = cluster
+        .request(1, "DELETE", "/v1/backends/b/servers/s3?shutdown=true", "")
+        .expect("delete server");
+    assert_eq!(status, 200, "{body}");
+    let closed = crate::harness::read_to_eof(&mut fresh.stream, Duration::from_secs(5)).await;
+    let ended = match &closed {
+        Ok(rest) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        ended,
+        "the removed server's connection stayed open: {closed:?}"
+    );
+
     // Every held connection still works, on its original server; one process all along.
     for (i, conn) in held.iter_mut().enumerate() {
         conn.echo(format!("still here {i}").as_bytes())
