@@ -304,7 +304,7 @@ impl Replica {
                 Some(leader) if leader == self.id => {
                     network::propose_local(&self.raft, command.clone()).await
                 }
-                Some(leader) => self.forward(leader, command.clone()).await,
+                Some(leader) => self.forward_command(leader, command.clone()).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
             };
             match result {
@@ -322,7 +322,13 @@ impl Replica {
         }
     }
 
-    async fn forward(&self, leader: NodeId, command: Command) -> Result<Response, ProposeError> {
+    /// Sends `request` to the leader over its Raft connection (kept per leader).
+    async fn forward(
+        &self,
+        leader: NodeId,
+        request: Request,
+        ttl: Duration,
+    ) -> Result<Reply, ProposeError> {
         let Some(addr) = self.member_addr(leader) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
@@ -330,17 +336,25 @@ impl Replica {
         let client = forwarders
             .entry(leader)
             .or_insert_with(|| self.network.client(leader, &addr));
-        match client
-            .call(&Request::Propose(command), network::PROPOSE_TIMEOUT)
+        client
+            .call(&request, ttl)
             .await
+            .map_err(|e| ProposeError::Unavailable(format!("leader {leader} unreachable: {e}")))
+    }
+
+    async fn forward_command(
+        &self,
+        leader: NodeId,
+        command: Command,
+    ) -> Result<Response, ProposeError> {
+        match self
+            .forward(leader, Request::Propose(command), network::PROPOSE_TIMEOUT)
+            .await?
         {
-            Ok(Reply::Propose(result)) => result,
-            Ok(_) => Err(ProposeError::Unavailable(
+            Reply::Propose(result) => result,
+            _ => Err(ProposeError::Unavailable(
                 "unexpected reply from the leader".into(),
             )),
-            Err(e) => Err(ProposeError::Unavailable(format!(
-                "leader {leader} unreachable: {e}"
-            ))),
         }
     }
 
@@ -351,25 +365,15 @@ impl Replica {
                 network::change_membership_local(&self.raft, change).await
             }
             Some(leader) => {
-                let Some(addr) = self.member_addr(leader) else {
-                    return Err(ProposeError::NotLeader { leader: None });
-                };
-                let mut forwarders = self.forwarders.lock().await;
-                let client = forwarders
-                    .entry(leader)
-                    .or_insert_with(|| self.network.client(leader, &addr));
                 // Adding waits for the learner to catch up: allow more than a write.
-                match client
-                    .call(&Request::Membership(change), Duration::from_secs(60))
-                    .await
+                match self
+                    .forward(leader, Request::Membership(change), Duration::from_secs(60))
+                    .await?
                 {
-                    Ok(Reply::Membership(result)) => result,
-                    Ok(_) => Err(ProposeError::Unavailable(
+                    Reply::Membership(result) => result,
+                    _ => Err(ProposeError::Unavailable(
                         "unexpected reply from the leader".into(),
                     )),
-                    Err(e) => Err(ProposeError::Unavailable(format!(
-                        "leader {leader} unreachable: {e}"
-                    ))),
                 }
             }
             None => Err(ProposeError::Unavailable(
