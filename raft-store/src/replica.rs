@@ -24,8 +24,10 @@ use crate::state::{Command, Response};
 use crate::store::{self, Applied, LogStore, Observer, StateMachine};
 use crate::types::{Member, NodeId, Raft, RaftMetrics};
 
-/// Raft timing. Elections must finish well inside a VRRP failover, but VRRP never waits
-/// for Raft (DESIGN principle 4).
+/// Raft timing. VRRP, not Raft, moves the VIP (DESIGN principle 4), so elections need not
+/// be fast; they must not be spurious. openraft uses the heartbeat interval as the
+/// timeout of every AppendEntries RPC too, so it must cover a full batch on a loaded
+/// machine, not just an idle round trip.
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub heartbeat: Duration,
@@ -40,9 +42,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat: Duration::from_millis(150),
-            election_min: Duration::from_millis(600),
-            election_max: Duration::from_millis(1200),
+            heartbeat: Duration::from_millis(300),
+            election_min: Duration::from_millis(1200),
+            election_max: Duration::from_millis(2400),
             sweep_every: Duration::from_secs(10),
             snapshot_every: 5_000,
         }
@@ -135,6 +137,9 @@ impl Replica {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.timing.snapshot_every),
             max_in_snapshot_log_to_keep: options.timing.snapshot_every.min(1_000),
             install_snapshot_timeout: 10_000,
+            // Entries are batches of up to 1,024 stick updates: keep one RPC small enough
+            // to cross within a heartbeat interval.
+            max_payload_entries: 32,
             ..Default::default()
         }
         .validate()

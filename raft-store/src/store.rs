@@ -86,6 +86,15 @@ fn write_logs_error(e: impl Into<StoreError>) -> StorageError {
     io_error(ErrorSubject::Logs, ErrorVerb::Write, e.into())
 }
 
+/// Runs CPU- or fsync-heavy storage work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
+}
+
 /// Opens (or creates) the store in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(e.to_string()))?;
@@ -210,17 +219,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = (|| -> Result<(), StoreError> {
-            let tx = self.db.begin_write()?;
+        // Encoding and the fsync run on a blocking thread: they must not stall the
+        // tasks that answer heartbeats.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let result = blocking(move || -> Result<(), StoreError> {
+            let tx = db.begin_write()?;
             {
                 let mut table = tx.open_table(LOG)?;
-                for entry in entries {
-                    table.insert(entry.log_id.index, encode(&entry)?.as_slice())?;
+                for entry in &entries {
+                    table.insert(entry.log_id.index, encode(entry)?.as_slice())?;
                 }
             }
             tx.commit()?;
             Ok(())
-        })();
+        })
+        .await;
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -334,7 +348,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             (body, applied.state.stick_len())
         };
-        let data = encode(&body).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         let snapshot_id = match body.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, body.state.revision),
             None => format!("empty-{}", body.state.revision),
@@ -344,14 +357,21 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: body.membership.clone(),
             snapshot_id,
         };
-        put_meta(
-            &self.db,
-            "snapshot",
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            },
-        )
+        let db = self.db.clone();
+        let stored_meta = meta.clone();
+        let data = blocking(move || {
+            let data = encode(&body)?;
+            put_meta(
+                &db,
+                "snapshot",
+                &StoredSnapshot {
+                    meta: stored_meta,
+                    data: data.clone(),
+                },
+            )?;
+            Ok(data)
+        })
+        .await
         .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         tracing::info!(
             snapshot = %meta.snapshot_id,
@@ -423,15 +443,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         let data = snapshot.into_inner();
-        let body: SnapshotBody = decode(&data).map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
-        put_meta(
-            &self.db,
-            "snapshot",
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            },
-        )
+        let db = self.db.clone();
+        let stored_meta = meta.clone();
+        let body: SnapshotBody = blocking(move || {
+            let body: SnapshotBody = decode(&data)?;
+            put_meta(
+                &db,
+                "snapshot",
+                &StoredSnapshot {
+                    meta: stored_meta,
+                    data,
+                },
+            )?;
+            Ok(body)
+        })
+        .await
         .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         let mut applied = self.applied.write();
         applied.last_applied = meta.last_log_id;
