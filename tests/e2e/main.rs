@@ -38,3 +38,4 @@ mod stick_table;
 mod stickiness;
 mod streams;
 mod timeouts;
+mod vip;

@@ -1,10 +1,11 @@
 //! Network-namespace labs for the VRRP driver (DESIGN "Test labs").
 //!
-//! Each test builds its own lab: a bridge namespace and one namespace per
-//! host (two nodes and a client), joined by veth pairs, addressed from
-//! 198.18.0.0/15 only, with no default route. Names carry a unique prefix
-//! per run; the [`Lab`]'s `Drop` stops every process the test started (by
-//! PID) and deletes every namespace, also when the test panics.
+//! Each test builds its own lab (the shared harness in `lab/mod.rs`, also
+//! used by the `ballast` end-to-end VIP tests): a bridge namespace and one
+//! namespace per host (two nodes and a client), joined by veth pairs,
+//! addressed from 198.18.0.0/15 only, with no default route. Names carry a
+//! unique prefix per run; the [`Lab`]'s `Drop` stops every process the test
+//! started (by PID) and deletes every namespace, also when the test panics.
 //!
 //! The nodes run the `vrrp-lab` example (built by `cargo test` alongside
 //! this file), which writes its status and drop counters to a file the
@@ -14,70 +15,16 @@
 //! vacuously with a message, except under `CI=true`, where they fail.
 //! The keepalived interop test runs when `keepalived` is installed.
 
+mod lab;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// Labs run one at a time: takeover timings mean something only when the
-/// two cores are not shared with another lab.
-static SERIAL: Mutex<()> = Mutex::new(());
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-const VIP: &str = "198.18.0.100";
-const VIP_CIDR: &str = "198.18.0.100/24";
-
-/// (name, address, MAC) of the hosts on the lab bridge.
-const HOSTS: [(&str, &str, &str); 3] = [
-    ("n1", "198.18.0.11", "02:00:c6:12:00:0b"),
-    ("n2", "198.18.0.12", "02:00:c6:12:00:0c"),
-    ("cl", "198.18.0.50", "02:00:c6:12:00:32"),
-];
-
-fn addr_of(node: &str) -> &'static str {
-    HOSTS
-        .iter()
-        .find(|h| h.0 == node)
-        .map(|h| h.1)
-        .expect("known node")
-}
-
-fn mac_of(node: &str) -> &'static str {
-    HOSTS
-        .iter()
-        .find(|h| h.0 == node)
-        .map(|h| h.2)
-        .expect("known node")
-}
-
-/// Whether the labs can run here; panics under CI when they cannot.
-fn lab_allowed() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let has_ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if root && has_ip {
-        return true;
-    }
-    let why = if root {
-        "iproute2 (ip) is missing"
-    } else {
-        "not running as root"
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("netns VRRP labs cannot run under CI: {why}");
-    }
-    eprintln!("skipping netns VRRP lab: {why}");
-    false
-}
+use lab::{
+    addr_of, lab_allowed, lock, mac_of, run, run_ok, unix_ns, wait_until, Lab, Proc, VIP, VIP_CIDR,
+};
 
 /// The `vrrp-lab` example next to this test binary.
 fn lab_binary() -> PathBuf {
@@ -97,127 +44,19 @@ fn lab_binary() -> PathBuf {
     bin
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    out
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Poll `f` every 20 ms until it is true or `limit` passes; returns the
-/// time it took. Bounded in both count and time.
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    let max_polls = limit.as_millis() / 20 + 2;
-    for _ in 0..max_polls {
-        if f() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// A process the lab started.
-struct Proc {
-    node: String,
-    child: Child,
-    /// keepalived's VRRP child pid file (keepalived forks its worker).
-    vrrp_pidfile: Option<PathBuf>,
-    log: PathBuf,
-}
-
-struct Lab {
-    prefix: String,
-    dir: PathBuf,
-    namespaces: Vec<String>,
-    procs: Vec<Proc>,
-    bin: PathBuf,
-}
-
+/// The `vrrp-lab` and keepalived side of the lab.
 impl Lab {
-    fn new() -> Lab {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("bv{:05x}{n}", (std::process::id() ^ nanos) & 0xfffff);
-        let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
-        let mut lab = Lab {
-            prefix,
-            dir,
-            namespaces: Vec::new(),
-            procs: Vec::new(),
-            bin: lab_binary(),
-        };
-        // From here on, Drop cleans whatever was created.
-        std::fs::create_dir_all(&lab.dir).expect("lab dir");
-        let br = lab.ns("br");
-        lab.add_ns(&br);
-        run_ok(Command::new("ip").args(["-n", &br, "link", "add", "br0", "type", "bridge"]));
-        run_ok(Command::new("ip").args(["-n", &br, "link", "set", "br0", "up"]));
-        for (node, addr, mac) in HOSTS {
-            let ns = lab.ns(node);
-            lab.add_ns(&ns);
-            let port = format!("b{node}");
-            run_ok(Command::new("ip").args([
-                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ]));
-            run_ok(Command::new("ip").args(["-n", &br, "link", "set", &port, "master", "br0"]));
-            run_ok(Command::new("ip").args(["-n", &br, "link", "set", &port, "up"]));
-            run_ok(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "address", mac]));
-            run_ok(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "up"]));
-            run_ok(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
-            let cidr = format!("{addr}/24");
-            run_ok(Command::new("ip").args(["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]));
-        }
-        lab
-    }
-
-    fn ns(&self, node: &str) -> String {
-        format!("{}{node}", self.prefix)
-    }
-
-    fn add_ns(&mut self, ns: &str) {
-        run_ok(Command::new("ip").args(["netns", "add", ns]));
-        self.namespaces.push(ns.to_string());
-    }
-
     fn status_path(&self, node: &str) -> PathBuf {
         self.dir.join(format!("{node}.status"))
     }
 
     /// Start `vrrp-lab` on `node` with extra flags; returns its index.
     fn start_ballast(&mut self, node: &str, priority: u8, extra: &[&str]) -> usize {
-        let ns = self.ns(node);
         let status = self.status_path(node);
         let _ = std::fs::remove_file(&status);
-        let log = self
-            .dir
-            .join(format!("{node}-ballast-{}.log", self.procs.len()));
-        let logf = std::fs::File::create(&log).expect("log file");
-        let errf = logf.try_clone().expect("log file");
         let prio = priority.to_string();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns])
-            .arg(&self.bin)
-            .args([
+        self.spawn(node, "ballast", lab_binary(), |cmd| {
+            cmd.args([
                 "--iface",
                 "eth0",
                 "--vrid",
@@ -230,18 +69,8 @@ impl Lab {
             .arg("--status-file")
             .arg(&status)
             .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(logf)
-            .stderr(errf);
-        let child = cmd.spawn().expect("spawn vrrp-lab");
-        self.procs.push(Proc {
-            node: node.to_string(),
-            child,
-            vrrp_pidfile: None,
-            log,
-        });
-        self.procs.len() - 1
+            .env("RUST_LOG", "info");
+        })
     }
 
     /// Start keepalived (VRRPv3, same VRID and VIP) on `node`.
@@ -251,7 +80,6 @@ impl Lab {
 
     /// keepalived with `advert_int` (seconds, e.g. "0.1").
     fn start_keepalived_with(&mut self, node: &str, priority: u8, advert_int: &str) -> usize {
-        let ns = self.ns(node);
         let i = self.procs.len();
         let conf = self.dir.join(format!("{node}-ka-{i}.conf"));
         let text = format!(
@@ -263,74 +91,16 @@ impl Lab {
         std::fs::write(&conf, text).expect("keepalived conf");
         let pid = self.dir.join(format!("{node}-ka-{i}.pid"));
         let vrrp_pid = self.dir.join(format!("{node}-ka-{i}.vrrp.pid"));
-        let log = self.dir.join(format!("{node}-ka-{i}.log"));
-        let logf = std::fs::File::create(&log).expect("log file");
-        let errf = logf.try_clone().expect("log file");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "keepalived",
-                "-n",
-                "-l",
-                "-D",
-                "--no-syslog",
-                "-f",
-            ])
-            .arg(&conf)
-            .arg("-p")
-            .arg(&pid)
-            .arg("-r")
-            .arg(&vrrp_pid)
-            .stdin(Stdio::null())
-            .stdout(logf)
-            .stderr(errf)
-            .spawn()
-            .expect("spawn keepalived");
-        self.procs.push(Proc {
-            node: node.to_string(),
-            child,
-            vrrp_pidfile: Some(vrrp_pid),
-            log,
+        let i = self.spawn(node, "ka", "keepalived", |cmd| {
+            cmd.args(["-n", "-l", "-D", "--no-syslog", "-f"])
+                .arg(&conf)
+                .arg("-p")
+                .arg(&pid)
+                .arg("-r")
+                .arg(&vrrp_pid);
         });
+        self.procs[i].vrrp_pidfile = Some(vrrp_pid);
         i
-    }
-
-    fn signal(pid: u32, sig: &str) {
-        let _ = run(Command::new("kill").args([sig, &pid.to_string()]));
-    }
-
-    fn vrrp_child_pid(p: &Proc) -> Option<u32> {
-        let f = p.vrrp_pidfile.as_ref()?;
-        std::fs::read_to_string(f).ok()?.trim().parse().ok()
-    }
-
-    /// `kill -9` of process `i` (for keepalived: its VRRP worker too; the
-    /// parent is stopped first so it cannot respawn the worker or let it
-    /// shut down gracefully).
-    fn kill9(&mut self, i: usize) {
-        let p = &mut self.procs[i];
-        let parent = p.child.id();
-        if let Some(worker) = Self::vrrp_child_pid(p) {
-            Self::signal(parent, "-STOP");
-            Self::signal(worker, "-KILL");
-        }
-        let _ = p.child.kill();
-        let _ = p.child.wait();
-    }
-
-    /// SIGTERM process `i` and wait (bounded) for it to exit.
-    fn stop(&mut self, i: usize) {
-        let p = &mut self.procs[i];
-        Self::signal(p.child.id(), "-TERM");
-        let done = wait_until(Duration::from_secs(10), || {
-            matches!(p.child.try_wait(), Ok(Some(_)))
-        });
-        if done.is_none() {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
     }
 
     fn status(&self, node: &str) -> HashMap<String, String> {
@@ -362,47 +132,12 @@ impl Lab {
             .sum()
     }
 
-    fn has_vip(&self, node: &str) -> bool {
-        let out = run(Command::new("ip").args([
-            "-n",
-            &self.ns(node),
-            "-4",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-        ]));
-        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
-    }
-
-    /// The client's neighbour entry (MAC) for the VIP, if any.
-    fn client_neigh(&self) -> String {
-        let out = run(Command::new("ip").args(["-n", &self.ns("cl"), "neigh", "show", VIP]));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// Whether some host answers TCP on the VIP for the client (a RST
-    /// "connection refused" counts: the VIP holder's kernel answered).
-    fn client_reaches_vip(&self) -> bool {
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns("cl"),
-            "timeout",
-            "2",
-            "bash",
-            "-c",
-            &format!("exec 3<>/dev/tcp/{VIP}/9"),
-        ]));
-        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("refused")
-    }
-
     /// Send a crafted bad advert from the client to `node`.
     fn send_bad(&self, kind: &str, node: &str) {
         run_ok(
             Command::new("ip")
                 .args(["netns", "exec", &self.ns("cl")])
-                .arg(&self.bin)
+                .arg(lab_binary())
                 .args([
                     "--send-bad",
                     kind,
@@ -416,51 +151,6 @@ impl Lab {
                 .args(["--dst", addr_of(node)]),
         );
     }
-
-    fn log_of(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.procs[i].log).unwrap_or_default()
-    }
-
-    fn dump_logs(&self) {
-        for (i, p) in self.procs.iter().enumerate() {
-            eprintln!("----- {} process {i} log -----\n{}", p.node, self.log_of(i));
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump_logs();
-        }
-        // Our processes first (namespaces live on while a process is in
-        // them): graceful, then by force, each by its PID.
-        for p in &mut self.procs {
-            if matches!(p.child.try_wait(), Ok(None)) {
-                Lab::signal(p.child.id(), "-TERM");
-            }
-        }
-        for p in &mut self.procs {
-            let exited = wait_until(Duration::from_secs(5), || {
-                !matches!(p.child.try_wait(), Ok(None))
-            });
-            if exited.is_none() {
-                if let Some(w) = Lab::vrrp_child_pid(p) {
-                    Lab::signal(w, "-KILL");
-                }
-                let _ = p.child.kill();
-                let _ = p.child.wait();
-            }
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = run(Command::new("ip").args(["netns", "del", ns]));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Assert that no two nodes are master at once for `d`.
@@ -862,13 +552,6 @@ enum Fault {
     GracefulStop,
 }
 
-fn unix_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
 /// Parse the probe log: (ok, unix ns) per change.
 fn probe_events(path: &Path) -> Vec<(bool, u128)> {
     std::fs::read_to_string(path)
@@ -924,7 +607,7 @@ fn takeover_once(daemon: Daemon, fault: Fault, interval_ms: u64) -> Option<Durat
     let target = format!("{VIP}:9");
     let probe = Command::new("ip")
         .args(["netns", "exec", &lab.ns("cl")])
-        .arg(&lab.bin)
+        .arg(lab_binary())
         .args([
             "--probe",
             &target,
@@ -944,6 +627,7 @@ fn takeover_once(daemon: Daemon, fault: Fault, interval_ms: u64) -> Option<Durat
         child: probe,
         vrrp_pidfile: None,
         log: log.clone(),
+        dump: true,
     });
     wait_until(Duration::from_secs(5), || {
         probe_events(&log).last().map(|e| e.0) == Some(true)
@@ -956,7 +640,9 @@ fn takeover_once(daemon: Daemon, fault: Fault, interval_ms: u64) -> Option<Durat
             lab.kill9(master);
             run(Command::new("ip").args(["-n", &lab.ns("n1"), "link", "set", "eth0", "down"]));
         }
-        Fault::GracefulStop => lab.stop(master),
+        Fault::GracefulStop => {
+            lab.stop(master);
+        }
     }
     let limit = Duration::from_millis(3 * interval_ms + 5_000);
     let mut outage = None;
