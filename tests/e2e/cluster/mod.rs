@@ -8,6 +8,7 @@
 //! Each node binds the replicated model's wildcard frontend on its own loopback address
 //! (`[node] bind_ip`), the way nodes on separate hosts bind the same ports.
 
+mod api_stream;
 mod harness;
 mod live;
 
@@ -158,11 +159,16 @@ async fn a_node_restarted_alone_recovers_its_state_from_disk_and_serves_it() {
     // Alone, node 2 has no quorum: what it shows and serves comes from its own disk.
     cluster.start(2);
     cluster.wait_ready(2, Duration::from_secs(20));
-    // It may still name the last leader it knew; it cannot lead itself.
-    assert_ne!(
-        cluster.leader(2),
-        Some(2),
-        "a lone node of three cannot lead"
+    // It may still name the last leader it knew (even itself, from its persisted
+    // vote), but without a quorum it cannot commit: writes are refused.
+    let refused = cluster.post(
+        2,
+        "/v1/backends/b/stick",
+        r#"{"entries":[{"key":"127.0.0.1","server":"s1"}]}"#,
+    );
+    assert!(
+        matches!(&refused, Ok((503, _))),
+        "a lone node of three cannot commit: {refused:?}"
     );
     let seen = cluster.sticks(2);
     for (key, server) in &placed {
