@@ -353,3 +353,50 @@ async fn health_flips_of_every_lb_node_are_committed_and_seen_by_all() {
     }
     assert_eq!(server_health(3).unwrap()["reports"]["1"]["up"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_writes_sent_to_a_follower_are_forwarded_to_the_leader() {
+    let servers = backends();
+    let extra = Backend::named("s4").spawn();
+    let cluster = cluster_builder(&servers).lb(3).spawn();
+    let leader = cluster.leader(1).expect("leader");
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let (status, body) = cluster
+        .request(
+            follower,
+            "PUT",
+            "/v1/backends/b/servers/s4",
+            &format!(r#"{{"addr":"{}","weight":2}}"#, extra.addr()),
+        )
+        .expect("put through a follower");
+    assert_eq!(status, 200, "{body}");
+    let revision: u64 = serde_json::from_str::<serde_json::Value>(&body).unwrap()["revision"]
+        .as_u64()
+        .expect("revision");
+    for id in [1, 2, 3] {
+        let has = wait_until(Duration::from_secs(10), || {
+            cluster.get(id, "/v1/backends/b").is_some_and(|(_, b)| {
+                b["servers"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x["name"] == "s4" && x["weight"] == 2))
+            })
+        });
+        assert!(has, "node {id} lacks s4");
+        assert!(cluster.revision(id).unwrap() >= revision);
+    }
+    // Without the token, a follower refuses (401) before forwarding anything.
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(cluster.node(follower).api).unwrap();
+    raw.write_all(
+        b"DELETE /v1/backends/b/servers/s4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(cluster
+        .get(leader, "/v1/backends/b")
+        .is_some_and(|(_, b)| b["servers"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["name"] == "s4"))));
+}
