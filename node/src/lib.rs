@@ -14,6 +14,7 @@
 pub mod balance;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod metrics;

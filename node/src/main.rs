@@ -41,6 +41,8 @@ enum Command {
     Demo(ballast_node::demo::DemoArgs),
     /// Run one demo echo backend (greets with its name, echoes bytes), for labs.
     DemoBackend(ballast_node::demo::BackendArgs),
+    /// Query and change a running cluster through a node's REST API.
+    Ctl(ballast_node::ctl::CtlArgs),
 }
 
 /// `RUST_LOG` wins over `default_filter`.
@@ -61,6 +63,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => ballast_node::ctl::run(args),
         Command::Check { config } => match ballast_node::config::load(&config) {
             Ok(config) => {
                 println!("{config}");

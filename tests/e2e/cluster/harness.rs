@@ -290,6 +290,21 @@ impl Cluster {
         self.node(id).child.as_ref().map(Child::id)
     }
 
+    /// Node `id`'s config file (`ballast run --config` reads it).
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.node(id).dir.path().join("ballast.toml")
+    }
+
+    /// Node `id`'s token file (the API write token).
+    pub fn token_path(&self, id: u64) -> PathBuf {
+        self.node(id).dir.path().join("token")
+    }
+
+    /// `http://IP:PORT` of node `id`'s API.
+    pub fn api_url(&self, id: u64) -> String {
+        format!("http://{}", self.node(id).api)
+    }
+
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default()
     }
