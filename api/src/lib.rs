@@ -124,7 +124,10 @@ impl From<JsonRejection> for ApiError {
 
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
-        ApiError::new(503, "unavailable", e.to_string())
+        match e {
+            ProposeError::NoSuchMember(_) => ApiError::not_found(e.to_string()),
+            _ => ApiError::new(503, "unavailable", e.to_string()),
+        }
     }
 }
 

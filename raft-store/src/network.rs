@@ -130,6 +130,8 @@ pub enum ProposeError {
     NotLeader { leader: Option<NodeId> },
     #[error("no quorum: {0}")]
     Unavailable(String),
+    #[error("node {0} is not a member of the cluster")]
+    NoSuchMember(NodeId),
 }
 
 fn nonce() -> [u8; 32] {
@@ -359,12 +361,36 @@ pub async fn change_membership_local(
     };
     match change {
         MembershipChange::Add { id, member } => {
-            raft.add_learner(id, member, true).await.map_err(map)?;
+            // Bounded: a node that cannot be reached or cannot catch up is taken out
+            // again instead of being replicated to forever.
+            match tokio::time::timeout(LEARNER_CATCH_UP, raft.add_learner(id, member, true)).await {
+                Ok(result) => {
+                    result.map_err(map)?;
+                }
+                Err(_) => {
+                    let _ = raft
+                        .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                        .await;
+                    return Err(ProposeError::Unavailable(format!(
+                        "node {id} did not catch up within {LEARNER_CATCH_UP:?} (is it running with [cluster] join = true, and reachable?); it was not added"
+                    )));
+                }
+            }
             raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
                 .await
                 .map_err(map)?;
         }
         MembershipChange::Remove { id } => {
+            let known = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_some();
+            if !known {
+                return Err(ProposeError::NoSuchMember(id));
+            }
             raft.change_membership(ChangeMembers::RemoveVoters([id].into()), false)
                 .await
                 .map_err(map)?;
@@ -375,6 +401,9 @@ pub async fn change_membership_local(
     }
     Ok(())
 }
+
+/// How long an added node may take to catch up before the change is abandoned.
+pub const LEARNER_CATCH_UP: Duration = Duration::from_secs(30);
 
 /// How long a write may wait for a commit before the caller is told there is no quorum.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -257,6 +257,12 @@ async fn a_node_is_added_and_another_removed_while_the_cluster_serves() {
     })
     .await;
 
+    // A node that is not a member cannot be removed.
+    assert_eq!(
+        leader.remove_member(99).await,
+        Err(ballast_raft_store::network::ProposeError::NoSuchMember(99))
+    );
+
     // Remove a node that is not the leader; the rest keep committing.
     let victim = c
         .replicas
