@@ -978,13 +978,30 @@ mod tests {
             ok.starts_with("HTTP/1.1 200") && ok.contains(r#""revision":7"#),
             "{ok}"
         );
-        let huge = "x".repeat(17 << 20);
-        let too_big = request(addr, &format!("POST /v1/apply HTTP/1.1{auth}"), &huge).await;
-        assert!(
-            too_big.starts_with("HTTP/1.1 413"),
-            "{}",
-            &too_big[..too_big.len().min(200)]
+        // The server answers 413 and closes while the body is still being sent: read
+        // concurrently with the write (whose broken pipe is expected) so the answer
+        // is taken before the close.
+        let raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rx, mut tx) = raw.into_split();
+        let head = format!(
+            "POST /v1/apply HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer sekrit\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            17 << 20
         );
+        let writer = tokio::spawn(async move {
+            let _ = tx.write_all(head.as_bytes()).await;
+            let _ = tx.write_all(&vec![b'x'; 17 << 20]).await;
+        });
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rx.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        writer.abort();
+        let too_big = String::from_utf8_lossy(&answer).into_owned();
+        assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
         let no_quorum = request(
             addr,
             &format!("POST /v1/members HTTP/1.1{auth}"),
