@@ -57,6 +57,13 @@ pub trait NodeHandle: Send + Sync + 'static {
         &self,
         change: MembershipChange,
     ) -> BoxFuture<'_, Result<(), ProposeError>>;
+    /// Checks the target (any fit lb node when `None`) and opens a planned failover
+    /// drill: `{"id","from","to","state"}`, or 409 with the reason it was refused.
+    fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<serde_json::Value, ApiError>>;
+    /// Failover records, newest first: `{"drills": [...]}`.
+    fn drills(&self) -> serde_json::Value;
+    /// One failover record's report.
+    fn drill(&self, id: u64) -> Option<serde_json::Value>;
 }
 
 /// DESIGN's error shape: `{"error":{"code":"not_found","message":"..."}}`.
@@ -83,6 +90,14 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "bad_request", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, "conflict", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "unavailable", message)
     }
 }
 
@@ -204,6 +219,9 @@ pub fn router(node: Arc<dyn NodeHandle>) -> Router {
         .route("/v1/apply", axum::routing::post(apply))
         .route("/v1/members", axum::routing::post(add_member))
         .route("/v1/members/:id", axum::routing::delete(remove_member))
+        .route("/v1/drills/failover", axum::routing::post(start_drill))
+        .route("/v1/drills", get(list_drills))
+        .route("/v1/drills/:id", get(get_drill))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(node)
@@ -693,6 +711,43 @@ async fn remove_member(
     Ok(Json(serde_json::json!({ "removed": id })))
 }
 
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DrillBody {
+    /// The lb node to hand the VIP to; the fittest one when absent.
+    to: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/v1/drills/failover", tag = "drills", security(("token" = [])), request_body(content = DrillBody, description = "optional"), responses((status = 202, description = "started: {id, from, to, state}", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 409, description = "refused: target not caught up, not healthy, not an lb node, already master", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+async fn start_drill(
+    State(node): Node,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    authorize(node.as_ref(), &headers)?;
+    let body: DrillBody = match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => DrillBody::default(),
+        _ => decode_body(body)?,
+    };
+    let started = node.start_drill(body.to).await?;
+    Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+#[utoipa::path(get, path = "/v1/drills", tag = "drills", responses((status = 200, description = "failover records, newest first", body = serde_json::Value)))]
+async fn list_drills(State(node): Node) -> Json<serde_json::Value> {
+    Json(node.drills())
+}
+
+#[utoipa::path(get, path = "/v1/drills/{id}", tag = "drills", params(("id" = u64, Path, description = "drill id")), responses((status = 200, description = "the report: timeline, figures, both nodes' tables", body = serde_json::Value), (status = 404, description = "no such drill", body = ErrorBody)))]
+async fn get_drill(
+    State(node): Node,
+    Path(id): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    node.drill(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("drill {id} does not exist")))
+}
+
 /// The bearer token scheme writes use.
 struct TokenScheme;
 
@@ -717,9 +772,10 @@ impl utoipa::Modify for TokenScheme {
         list_backends, get_backend, put_backend, delete_backend,
         put_server, delete_server, set_admin, apply,
         stick_page, stick_import, stick_forget_all, stick_forget_one,
-        add_member, remove_member
+        add_member, remove_member,
+        start_drill, list_drills, get_drill
     ),
-    components(schemas(ErrorBody, ErrorDetail, StickImport, StickImportEntry, AdminBody, MemberBody, ModelSpec, Frontend, Backend, Server)),
+    components(schemas(ErrorBody, ErrorDetail, StickImport, StickImportEntry, AdminBody, MemberBody, DrillBody, ModelSpec, Frontend, Backend, Server)),
     modifiers(&TokenScheme)
 )]
 pub struct ApiDoc;
@@ -784,6 +840,25 @@ mod tests {
             _: MembershipChange,
         ) -> BoxFuture<'_, Result<(), ProposeError>> {
             Box::pin(async { Err(ProposeError::Unavailable("no quorum".into())) })
+        }
+        fn start_drill(
+            &self,
+            to: Option<u64>,
+        ) -> BoxFuture<'_, Result<serde_json::Value, ApiError>> {
+            Box::pin(async move {
+                match to {
+                    Some(3) => Err(ApiError::conflict("node 3 is a witness")),
+                    to => Ok(
+                        serde_json::json!({ "id": 9, "from": 1, "to": to.unwrap_or(2), "state": "running" }),
+                    ),
+                }
+            })
+        }
+        fn drills(&self) -> serde_json::Value {
+            serde_json::json!({ "drills": [{ "id": 9 }] })
+        }
+        fn drill(&self, id: u64) -> Option<serde_json::Value> {
+            (id == 9).then(|| serde_json::json!({ "id": 9, "state": "done" }))
         }
         fn propose(
             &self,
@@ -1014,6 +1089,41 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn drills_start_with_a_token_refuse_with_409_and_report_by_id() {
+        let (addr, _) = start().await;
+        let auth = "Authorization: Bearer sekrit";
+        let post = |body: &'static str, with_token: bool| {
+            let head = if with_token {
+                format!("POST /v1/drills/failover HTTP/1.1\r\n{auth}")
+            } else {
+                "POST /v1/drills/failover HTTP/1.1".to_string()
+            };
+            async move { request(addr, &head, body).await }
+        };
+        assert!(post(r#"{"to":2}"#, false).await.starts_with("HTTP/1.1 401"));
+        let started = post(r#"{"to":2}"#, true).await;
+        assert!(started.starts_with("HTTP/1.1 202"), "{started}");
+        assert!(started.contains(r#""id":9"#), "{started}");
+        // No body: the node picks the target.
+        assert!(post("", true).await.starts_with("HTTP/1.1 202"));
+        let refused = post(r#"{"to":3}"#, true).await;
+        assert!(
+            refused.starts_with("HTTP/1.1 409") && refused.contains(r#""code":"conflict""#),
+            "{refused}"
+        );
+        let typo = post(r#"{"too":2}"#, true).await;
+        assert!(typo.starts_with("HTTP/1.1 400"), "{typo}");
+        let report = request(addr, "GET /v1/drills/9 HTTP/1.1", "").await;
+        assert!(report.contains(r#""state":"done""#), "{report}");
+        assert!(request(addr, "GET /v1/drills/8 HTTP/1.1", "")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        assert!(request(addr, "GET /v1/drills HTTP/1.1", "")
+            .await
+            .contains(r#""drills":[{"id":9}]"#));
+    }
+
     #[test]
     fn the_openapi_document_covers_every_route() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
@@ -1025,6 +1135,8 @@ mod tests {
             "/v1/apply",
             "/v1/backends/{backend}/stick",
             "/v1/members/{id}",
+            "/v1/drills/failover",
+            "/v1/drills/{id}",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
         }

@@ -63,6 +63,11 @@ impl Journal {
         }
     }
 
+    /// Proposes what is pending now instead of at the next batch interval.
+    pub fn flush_now(&self) {
+        self.wake.notify_one();
+    }
+
     pub fn len(&self) -> usize {
         let p = self.pending.lock();
         p.sticks.len() + p.health.len()
@@ -264,7 +269,7 @@ impl Observer for PlaneMirror {
             } => self
                 .plane
                 .set_replicated_health(backend, server, *effective_up),
-            Change::Sticks { .. } | Change::Swept | Change::None => {}
+            Change::Sticks { .. } | Change::Swept | Change::Drill { .. } | Change::None => {}
         }
     }
 

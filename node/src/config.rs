@@ -100,6 +100,26 @@ pub struct VrrpSection {
     /// VIP left behind by a killed master disappears by itself (keepalived leaves it).
     #[serde(default, with = "optional_duration")]
     pub vip_lifetime: Option<Duration>,
+    /// How adverts travel: `raw` (IP protocol 112, the VIP installed) or `udp`
+    /// (demos and labs without root: adverts as UDP datagrams, no VIP installed).
+    #[serde(default)]
+    pub transport: VrrpTransport,
+    /// `transport = "udp"`: where this node receives adverts; its address is the
+    /// node's VRRP address (the source in its adverts and the tie-breaker).
+    #[serde(default)]
+    pub udp_listen: Option<SocketAddr>,
+    /// `transport = "udp"`: the other lb nodes' `udp_listen`.
+    #[serde(default)]
+    pub udp_peers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VrrpTransport {
+    #[default]
+    Raw,
+    /// For demos and labs only: nothing moves an address.
+    Udp,
 }
 
 mod optional_duration {
@@ -246,9 +266,13 @@ impl fmt::Display for Config {
             self.cluster
                 .as_ref()
                 .map_or("single node".to_string(), |c| format!("{} members", c.members.len())),
-            self.vrrp
-                .as_ref()
-                .map_or("none".to_string(), |v| format!("vrid {} on {}", v.vrid, v.interface)),
+            self.vrrp.as_ref().map_or("none".to_string(), |v| match v.transport {
+                VrrpTransport::Raw => format!("vrid {} on {}", v.vrid, v.interface),
+                VrrpTransport::Udp => format!(
+                    "vrid {} over udp (demo/lab: no VIP installed)",
+                    v.vrid
+                ),
+            }),
         )
     }
 }
@@ -436,6 +460,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 );
             }
         }
+        for message in udp_transport_problems(vrrp) {
+            push(line, message);
+        }
     }
     match (model, problems.is_empty()) {
         (Some(model), true) => Ok(Config {
@@ -450,6 +477,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             Err(invalid(problems))
         }
     }
+}
+
+/// `transport = "udp"` needs its two fields, and they mean nothing with `raw`.
+fn udp_transport_problems(vrrp: &VrrpSection) -> Vec<String> {
+    let mut out = Vec::new();
+    if vrrp.transport == VrrpTransport::Raw {
+        if vrrp.udp_listen.is_some() || !vrrp.udp_peers.is_empty() {
+            out.push(
+                "vrrp.udp_listen and vrrp.udp_peers are only used with transport = \"udp\"".into(),
+            );
+        }
+        return out;
+    }
+    match vrrp.udp_listen {
+        None => out.push("vrrp.udp_listen is required with transport = \"udp\"".into()),
+        Some(listen) if !listen.is_ipv4() || listen.ip().is_unspecified() || listen.port() == 0 => {
+            out.push(format!(
+                "vrrp.udp_listen {listen}: needs a concrete IPv4 address and port (it is this node's VRRP address)"
+            ))
+        }
+        Some(_) => {}
+    }
+    if vrrp.udp_peers.is_empty() {
+        out.push("vrrp.udp_peers needs at least one peer with transport = \"udp\"".into());
+    }
+    for peer in &vrrp.udp_peers {
+        if !peer.is_ipv4() || peer.ip().is_unspecified() || peer.port() == 0 {
+            out.push(format!(
+                "vrrp.udp_peers: {peer}: needs a concrete IPv4 address and port"
+            ));
+        } else if Some(*peer) == vrrp.udp_listen {
+            out.push(format!(
+                "vrrp.udp_peers: {peer} is this node's own udp_listen"
+            ));
+        }
+    }
+    out
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -639,6 +703,66 @@ servers = [
             text.starts_with("error: /etc/ballast/ballast.toml:27:"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn vrrp_udp_transport_parses() {
+        let text = GOOD.replace(
+            "preempt = true\n",
+            "preempt = true\ntransport = \"udp\"\nudp_listen = \"127.0.0.11:9112\"\nudp_peers = [\"127.0.0.12:9112\"]\n",
+        );
+        let config = parse(Path::new("u.toml"), &text).unwrap();
+        let vrrp = config.vrrp.as_ref().unwrap();
+        assert_eq!(vrrp.transport, VrrpTransport::Udp);
+        assert_eq!(vrrp.udp_listen, Some("127.0.0.11:9112".parse().unwrap()));
+        assert_eq!(vrrp.udp_peers, vec!["127.0.0.12:9112".parse().unwrap()]);
+        assert!(config.to_string().contains("over udp"), "{config}");
+        // The default stays the raw transport.
+        let raw = parse(Path::new("r.toml"), GOOD).unwrap();
+        assert_eq!(raw.vrrp.unwrap().transport, VrrpTransport::Raw);
+    }
+
+    #[test]
+    fn vrrp_udp_transport_errors_are_located() {
+        let vrrp_line = Some(17);
+        let with =
+            |extra: &str| GOOD.replace("preempt = true\n", &format!("preempt = true\n{extra}"));
+
+        let p = one_error(&with(
+            "transport = \"udp\"\nudp_peers = [\"127.0.0.12:9112\"]\n",
+        ));
+        assert!(p.message.contains("vrrp.udp_listen is required"), "{p:?}");
+        assert_eq!(p.line, vrrp_line);
+
+        let p = one_error(&with(
+            "transport = \"udp\"\nudp_listen = \"127.0.0.11:9112\"\n",
+        ));
+        assert!(
+            p.message.contains("vrrp.udp_peers needs at least one"),
+            "{p:?}"
+        );
+        assert_eq!(p.line, vrrp_line);
+
+        let p = one_error(&with(
+            "transport = \"udp\"\nudp_listen = \"0.0.0.0:9112\"\nudp_peers = [\"127.0.0.12:9112\"]\n",
+        ));
+        assert!(p.message.contains("concrete IPv4 address"), "{p:?}");
+
+        let p = one_error(&with(
+            "transport = \"udp\"\nudp_listen = \"127.0.0.11:9112\"\nudp_peers = [\"127.0.0.11:9112\"]\n",
+        ));
+        assert!(p.message.contains("own udp_listen"), "{p:?}");
+
+        let p = one_error(&with("udp_listen = \"127.0.0.11:9112\"\n"));
+        assert!(p.message.contains("only used with transport"), "{p:?}");
+        assert_eq!(p.line, vrrp_line);
+
+        let p = one_error(&with("transport = \"tcp\"\n"));
+        assert!(p.message.contains("unknown variant `tcp`"), "{p:?}");
+        assert_eq!(p.line, Some(24), "the line of the `transport` field");
+
+        let p = one_error(&with("udp_peers = [\"nope\"]\n"));
+        assert!(p.message.contains("invalid socket address"), "{p:?}");
     }
 
     #[test]

@@ -102,6 +102,27 @@ pub enum CtlCommand {
     /// Add or remove a cluster member.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Failover drills: hand the VIP to another lb node and report what happened.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum DrillCommand {
+    /// Hand the VIP to another lb node, then wait for and print the report. Exits
+    /// non-zero when the drill is refused (the reason is printed) or does not finish.
+    Failover {
+        /// The lb node to hand over to; the fittest backup when absent.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Print the drill id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Past drills and unplanned takeovers, newest first.
+    List,
+    /// One drill's report.
+    Show { id: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -314,7 +335,62 @@ pub fn execute(args: &CtlArgs) -> Result<String, CtlError> {
             let answer = client.write("DELETE", &format!("/v1/members/{id}"), &[], None)?;
             out(answer, &|_| format!("member {id} removed\n"))
         }
+        CtlCommand::Drill(DrillCommand::Failover { to, no_wait }) => {
+            let body = serde_json::json!({ "to": to });
+            let started = client.write("POST", "/v1/drills/failover", &[], Some(&body))?;
+            let id = started["id"].as_u64().ok_or_else(|| CtlError::Http {
+                status: 202,
+                body: snippet(&started.to_string()),
+            })?;
+            if *no_wait {
+                return Ok(out(started, &|v| {
+                    format!(
+                        "drill {id} started: node {} -> node {}\n",
+                        num(&v["from"]),
+                        num(&v["to"])
+                    )
+                }));
+            }
+            let report = wait_for_drill(&client, id)?;
+            let state = report["state"].as_str().unwrap_or("?").to_string();
+            let text = out(report, &render_drill);
+            if state != "done" {
+                return Err(CtlError::Local(format!("{text}drill {id} ended {state}")));
+            }
+            text
+        }
+        CtlCommand::Drill(DrillCommand::List) => {
+            out(client.get("/v1/drills", &[])?, &render_drills)
+        }
+        CtlCommand::Drill(DrillCommand::Show { id }) => {
+            out(client.get(&format!("/v1/drills/{id}"), &[])?, &render_drill)
+        }
     })
+}
+
+/// How long `drill failover` waits for the report to settle.
+const DRILL_WAIT: Duration = Duration::from_secs(75);
+/// After the drill is done, how long to wait for the first client connection.
+const FIRST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+fn wait_for_drill(client: &Client, id: u64) -> Result<Value, CtlError> {
+    let start = std::time::Instant::now();
+    let mut done_at = None;
+    loop {
+        let report = client.get(&format!("/v1/drills/{id}"), &[])?;
+        let state = report["state"].as_str().unwrap_or("running");
+        if state != "running" {
+            let waited = *done_at.get_or_insert_with(std::time::Instant::now);
+            let connected = !report["figures"]["first_connection_ms"].is_null();
+            if state != "done" || connected || waited.elapsed() >= FIRST_CONNECTION_GRACE {
+                return Ok(report);
+            }
+        }
+        if start.elapsed() >= DRILL_WAIT {
+            return Ok(report);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn set_admin(
@@ -998,6 +1074,110 @@ pub fn render_stick(v: &Value, limit: usize, now_ms: u64) -> String {
 }
 
 /// The answer of POST /v1/apply: `{"dry_run","revision","diff":{frontends,backends,servers}}`.
+fn after(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "-".to_string(), |ms| format!("+{}", fmt_ms(ms)))
+}
+
+/// One drill report: the timeline, the figures and both nodes' tables.
+pub fn render_drill(v: &Value) -> String {
+    let mut out = format!(
+        "drill {} ({}): node {} -> node {}  {}\n\n",
+        num(&v["id"]),
+        text(&v["kind"]),
+        num(&v["from"]),
+        num(&v["to"]),
+        text(&v["state"]),
+    );
+    let mut timeline = Table::new(&["AFTER", "NODE", "EVENT"]).right(&[0, 1]);
+    for e in v["timeline"].as_array().into_iter().flatten() {
+        let after_ms = e["after_ms"].as_i64().unwrap_or(0);
+        let shown = if after_ms < 0 {
+            format!("-{}", fmt_ms(after_ms.unsigned_abs()))
+        } else {
+            format!("+{}", fmt_ms(after_ms as u64))
+        };
+        timeline.row(vec![shown, num(&e["node"]), text(&e["event"])]);
+    }
+    out.push_str(&timeline.render());
+    let f = &v["figures"];
+    out.push_str(&format!(
+        "\nVIP released {}, new master {}, gratuitous ARP {}, first connection {}, Raft leader {}\n",
+        after(&f["vip_released_ms"]),
+        after(&f["became_master_ms"]),
+        after(&f["garp_ms"]),
+        after(&f["first_connection_ms"]),
+        after(&f["leader_moved_ms"]),
+    ));
+    out.push_str(&format!(
+        "stick entries lost: {}   not mirrored on the new master: {}   revision gap: {}\n",
+        text(&f["stick_entries_lost"]),
+        text(&f["stick_entries_not_mirrored"]),
+        text(&f["revision_gap"]),
+    ));
+    if let Some(nodes) = v["nodes"].as_object().filter(|n| !n.is_empty()) {
+        let mut table = Table::new(&[
+            "NODE",
+            "REVISION",
+            "REPLICATED",
+            "DATA PLANE",
+            "NOT REPLICATED",
+            "NOT MIRRORED",
+            "JOURNAL",
+        ])
+        .right(&[0, 1, 2, 3, 4, 5, 6]);
+        for (node, s) in nodes {
+            table.row(vec![
+                node.clone(),
+                num(&s["revision"]),
+                num(&s["replicated_entries"]),
+                num(&s["dataplane_entries"]),
+                num(&s["not_replicated"]),
+                num(&s["not_mirrored"]),
+                num(&s["journal_pending"]),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if let Some(missing) = v["missing"].as_array().filter(|m| !m.is_empty()) {
+        let names: Vec<String> = missing.iter().map(text).collect();
+        out.push_str(&format!("\nstill missing: {}\n", names.join(", ")));
+    }
+    out
+}
+
+pub fn render_drills(v: &Value) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "KIND",
+        "FROM",
+        "TO",
+        "STATE",
+        "VIP MOVED",
+        "FIRST CONN",
+        "LOST",
+    ])
+    .right(&[0, 2, 3, 5, 6, 7]);
+    for d in v["drills"].as_array().into_iter().flatten() {
+        let f = &d["figures"];
+        table.row(vec![
+            num(&d["id"]),
+            text(&d["kind"]),
+            num(&d["from"]),
+            num(&d["to"]),
+            text(&d["state"]),
+            after(&f["garp_ms"]),
+            after(&f["first_connection_ms"]),
+            text(&f["stick_entries_lost"]),
+        ]);
+    }
+    if table.is_empty() {
+        return "no drills or takeovers recorded\n".into();
+    }
+    table.render()
+}
+
 pub fn render_apply(v: &Value, file: &str) -> String {
     let diff = &v["diff"];
     let mut table = Table::new(&["CHANGE", "KIND", "NAME"]);
@@ -1053,6 +1233,49 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("ctl").chain(args.iter().copied())).map(|c| c.ctl)
+    }
+
+    #[test]
+    fn drill_commands_parse_and_the_report_renders() {
+        assert_eq!(
+            parse(&["drill", "failover", "--to", "2"]).unwrap().command,
+            CtlCommand::Drill(DrillCommand::Failover {
+                to: Some(2),
+                no_wait: false
+            })
+        );
+        assert_eq!(
+            parse(&["drill", "show", "12"]).unwrap().command,
+            CtlCommand::Drill(DrillCommand::Show { id: 12 })
+        );
+        let report = serde_json::json!({
+            "id": 12, "kind": "planned", "from": 1, "to": 2, "state": "done",
+            "timeline": [
+                {"event": "drill_started", "node": 3, "after_ms": 0},
+                {"event": "vip_released", "node": 1, "after_ms": 21},
+                {"event": "garp_sent", "node": 2, "after_ms": 64}
+            ],
+            "figures": {"vip_released_ms": 21, "garp_ms": 64, "first_connection_ms": 90,
+                        "leader_moved_ms": 2900, "stick_entries_lost": 0,
+                        "stick_entries_not_mirrored": 0, "revision_gap": 3},
+            "nodes": {"1": {"revision": 40, "replicated_entries": 300, "dataplane_entries": 300,
+                            "not_replicated": 0, "not_mirrored": 0, "journal_pending": 0}},
+            "missing": []
+        });
+        let text = render_drill(&report);
+        assert!(
+            text.starts_with("drill 12 (planned): node 1 -> node 2  done"),
+            "{text}"
+        );
+        assert!(text.contains("+21ms     1  vip_released"), "{text}");
+        assert!(text.contains("Raft leader +2s"), "{text}");
+        assert!(text.contains("stick entries lost: 0"), "{text}");
+        assert!(!text.contains("still missing"), "{text}");
+        let list = render_drills(&serde_json::json!({ "drills": [report] }));
+        assert!(
+            list.lines().nth(1).unwrap().starts_with("12  planned"),
+            "{list}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `ballast` node: config loading, the TCP proxy data plane, health checks, metrics,
-//! and the wiring of the API (and, as they land, Raft and VRRP).
+//! and the wiring of the API, Raft (`cluster`), VRRP (`vip`) and failover (`ha`).
 //!
 //! ```text
 //!  listeners (one task per bound port) ──accept──▶ connection task
@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod ha;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

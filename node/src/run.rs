@@ -34,6 +34,7 @@ use crate::proxy::{now_ms, DataPlane, ReplicationSink};
 /// What the API sees of a running node.
 struct NodeApi {
     config: Config,
+    ha: Arc<crate::ha::Ha>,
     vrrp: Option<ballast_vrrp::driver::VrrpObserver>,
     plane: Option<Arc<DataPlane>>,
     replica: Arc<Replica>,
@@ -101,6 +102,14 @@ impl NodeHandle for NodeApi {
         if !bootstrapped {
             return Err("the cluster model has not been seeded yet (no quorum so far?)".into());
         }
+        // Catching up with a reachable leader: not ready. Without a reachable leader
+        // the node serves from its own disk (DESIGN principle 4) and stays ready;
+        // /v1/status says `caught_up: false` then.
+        if let Some(lag) = self.ha.lag().filter(|l| *l > crate::ha::CAUGHT_UP_ENTRIES) {
+            return Err(format!(
+                "raft: catching up, {lag} entries behind the leader"
+            ));
+        }
         match &self.plane {
             Some(plane) => plane.not_ready_reason().map_or(Ok(()), Err),
             None => Ok(()),
@@ -141,6 +150,8 @@ impl NodeHandle for NodeApi {
             "node_id": self.config.node.id,
             "role": self.config.node.role.as_str(),
             "revision": raft.revision,
+            "caught_up": self.ha.caught_up(),
+            "lag_entries": self.ha.lag(),
             "raft": raft,
             "journal_pending": journal,
             "health": health,
@@ -272,6 +283,50 @@ impl NodeHandle for NodeApi {
     ) -> BoxFuture<'_, Result<(), ProposeError>> {
         Box::pin(self.replica.change_membership(change))
     }
+
+    fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<serde_json::Value, ApiError>> {
+        Box::pin(async move {
+            let (id, from, to) = self.ha.start_drill(to).await.map_err(|e| match e {
+                crate::ha::DrillRefused::NotCommitted(m) => ApiError::unavailable(m),
+                refused => ApiError::conflict(refused.to_string()),
+            })?;
+            Ok(serde_json::json!({ "id": id, "from": from, "to": to, "state": "running" }))
+        })
+    }
+
+    fn drills(&self) -> serde_json::Value {
+        let now = now_ms();
+        let drills: Vec<serde_json::Value> = self.replica.read(|a| {
+            a.state
+                .drills
+                .values()
+                .rev()
+                .map(|r| {
+                    let report = r.report(now);
+                    serde_json::json!({
+                        "id": report.id,
+                        "kind": report.kind,
+                        "from": report.from,
+                        "to": report.to,
+                        "state": report.state,
+                        "started_ms": report.started_ms,
+                        "figures": report.figures,
+                    })
+                })
+                .collect()
+        });
+        serde_json::json!({ "drills": drills })
+    }
+
+    fn drill(&self, id: u64) -> Option<serde_json::Value> {
+        let now = now_ms();
+        self.replica.read(|a| {
+            a.state
+                .drills
+                .get(&id)
+                .map(|r| serde_json::to_value(r.report(now)).unwrap_or_default())
+        })
+    }
 }
 
 /// A node that is up.
@@ -394,8 +449,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         (Some(section), Some(plane)) => Some(crate::vip::Vip::start(section, plane.clone())?),
         _ => None,
     };
+    let ha = crate::ha::Ha::start(
+        node.id,
+        node.role,
+        replica.clone(),
+        plane.clone().zip(journal.clone()),
+        vip.as_ref().map(|v| (v.observer(), v.control())),
+    );
     let handle = Arc::new(NodeApi {
         config: config.clone(),
+        ha,
         vrrp: vip.as_ref().map(crate::vip::Vip::observer),
         plane: plane.clone(),
         replica: replica.clone(),

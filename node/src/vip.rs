@@ -6,9 +6,14 @@
 //! - the data plane is not listening (no model applied, or a bind failed);
 //! - no server of any backend is usable from this node.
 //!
-//! Either one lowers the effective priority to 1, so any healthy peer takes over; the
+//! - this replica is far behind the Raft leader, or cannot reach one (it may not have
+//!   the current stick table; see `crate::ha`);
+//! - the node handed the VIP over in a failover drill and holds back ("yielded").
+//!
+//! Any one lowers the effective priority to 1, so any healthy peer takes over; the
 //! owner priority 255 is never lowered (RFC 9568 §6.1).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +29,60 @@ use crate::proxy::DataPlane;
 pub struct Vip {
     handle: VrrpHandle,
     tracker: JoinHandle<()>,
+    control: Arc<VipControl>,
+}
+
+/// The inputs to this node's VRRP priority that come from the cluster, not the plane.
+pub struct VipControl {
+    resigner: ballast_vrrp::driver::Resigner,
+    /// Handed over in a drill: stay at priority 1 until a drill makes this node the
+    /// target again, so a preempting node does not take the VIP straight back.
+    yielded: AtomicBool,
+    far_behind: AtomicBool,
+    /// Wakes the tracker so a change applies now, not at its next tick.
+    changed: tokio::sync::Notify,
+}
+
+impl VipControl {
+    /// Planned hand-over: priority 0 now, backup afterwards (see `VrrpHandle::resign`).
+    /// Set [`Self::set_yielded`] first so the new master keeps the role.
+    pub fn resign(&self) {
+        self.resigner.resign();
+    }
+
+    pub fn set_yielded(&self, on: bool) {
+        if self.yielded.swap(on, Ordering::Relaxed) != on {
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn yielded(&self) -> bool {
+        self.yielded.load(Ordering::Relaxed)
+    }
+
+    pub fn set_far_behind(&self, on: bool) {
+        if self.far_behind.swap(on, Ordering::Relaxed) != on {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Every condition that lowers the priority now, the plane's included.
+    pub fn failing(&self, plane: &DataPlane) -> Vec<&'static str> {
+        let mut failed = failed_conditions(plane);
+        if self.far_behind.load(Ordering::Relaxed) {
+            failed.push("replica far behind");
+        }
+        if self.yielded() {
+            failed.push("yielded in a failover drill");
+        }
+        failed
+    }
 }
 
 fn instance_config(section: &VrrpSection) -> anyhow::Result<InstanceConfig> {
+    use crate::config::VrrpTransport;
+    use ballast_vrrp::driver::Transport;
+
     let vips = section
         .virtual_ips
         .iter()
@@ -42,6 +98,15 @@ fn instance_config(section: &VrrpSection) -> anyhow::Result<InstanceConfig> {
         args: Vec::new(),
     });
     cfg.vip_lifetime = section.vip_lifetime;
+    cfg.transport = match section.transport {
+        VrrpTransport::Raw => Transport::Raw,
+        VrrpTransport::Udp => Transport::Udp {
+            listen: section
+                .udp_listen
+                .context("vrrp.udp_listen is required with transport = \"udp\"")?,
+            peers: section.udp_peers.clone(),
+        },
+    };
     Ok(cfg)
 }
 
@@ -74,12 +139,22 @@ impl Vip {
             )
         })?;
         let floor_penalty = section.priority.saturating_sub(1);
+        let control = Arc::new(VipControl {
+            resigner: handle.resigner(),
+            yielded: AtomicBool::new(false),
+            far_behind: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        });
+        let inputs = control.clone();
         let tracker = tokio::spawn(async move {
             let mut last: Vec<&'static str> = Vec::new();
             let mut ticker = tokio::time::interval(Duration::from_millis(200));
             loop {
-                ticker.tick().await;
-                let failed = failed_conditions(&plane);
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = inputs.changed.notified() => {}
+                }
+                let failed = inputs.failing(&plane);
                 if failed != last {
                     if failed.is_empty() {
                         info!("tracked conditions healthy: full VRRP priority");
@@ -93,11 +168,19 @@ impl Vip {
             }
         });
         info!(interface = %section.interface, vrid = section.vrid, priority = section.priority, "vrrp started");
-        Ok(Vip { handle, tracker })
+        Ok(Vip {
+            handle,
+            tracker,
+            control,
+        })
     }
 
     pub fn observer(&self) -> ballast_vrrp::driver::VrrpObserver {
         self.handle.observer()
+    }
+
+    pub fn control(&self) -> Arc<VipControl> {
+        self.control.clone()
     }
 
     /// Graceful stop: a priority-0 advert (the backup takes over after Skew_Time) and

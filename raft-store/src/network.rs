@@ -103,6 +103,54 @@ pub enum Request {
     Propose(Command),
     /// A membership change forwarded to the leader.
     Membership(MembershipChange),
+    /// High availability: reports, progress and leadership hand-over.
+    Peer(PeerRequest),
+}
+
+/// Requests between nodes about failover, outside Raft's own protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// The node's [`NodeReport`] (VRRP state, tracked conditions, how far behind).
+    Report,
+    /// The node's Raft progress: a follower compares its own with the leader's.
+    Progress,
+    /// Asks the leader to let `to` take leadership (see [`Local::step_down`]).
+    StepDown { to: NodeId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerReply {
+    Report(Option<NodeReport>),
+    Progress(Progress),
+    StepDown(Result<(), String>),
+}
+
+/// A node's Raft position, as its own metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+}
+
+/// What a node tells peers (and the API) about its fitness to be master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node_id: NodeId,
+    pub role: crate::model::Role,
+    /// `master`, `backup`, `initialize`; `None` without VRRP.
+    pub vrrp_state: Option<String>,
+    pub configured_priority: Option<u8>,
+    pub effective_priority: Option<u8>,
+    /// Tracked conditions failing now (each lowers the priority to 1).
+    pub failing: Vec<String>,
+    /// The node holds back (priority 1) after handing the VIP over in a drill.
+    pub yielded: bool,
+    /// Applied entries behind the leader's last log index, last time it was asked.
+    pub lag_entries: Option<u64>,
+    pub caught_up: bool,
+    pub revision: u64,
 }
 
 /// Adding or removing a cluster member.
@@ -121,6 +169,7 @@ pub enum Reply {
     ),
     Propose(Result<Response, ProposeError>),
     Membership(Result<(), ProposeError>),
+    Peer(PeerReply),
 }
 
 /// Why a proposal was not committed.
@@ -248,7 +297,7 @@ async fn server_handshake(
 pub async fn serve(
     listener: TcpListener,
     me: NodeId,
-    raft: Raft,
+    local: Arc<Local>,
     token: Arc<[u8]>,
     stats: Arc<NetworkStats>,
 ) {
@@ -260,7 +309,7 @@ pub async fn serve(
                     stream,
                     peer,
                     me,
-                    raft.clone(),
+                    local.clone(),
                     token.clone(),
                     stats.clone(),
                 ));
@@ -277,10 +326,11 @@ async fn serve_peer(
     mut stream: TcpStream,
     peer: SocketAddr,
     me: NodeId,
-    raft: Raft,
+    local: Arc<Local>,
     token: Arc<[u8]>,
     stats: Arc<NetworkStats>,
 ) {
+    let raft = &local.raft;
     let _ = stream.set_nodelay(true);
     let from =
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut stream, me, &token))
@@ -315,15 +365,133 @@ async fn serve_peer(
             Request::InstallSnapshot(rpc) => {
                 Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
-            Request::Propose(command) => Reply::Propose(propose_local(&raft, command).await),
+            Request::Propose(command) => Reply::Propose(local.propose(command).await),
             Request::Membership(change) => {
-                Reply::Membership(change_membership_local(&raft, change).await)
+                Reply::Membership(change_membership_local(raft, change).await)
+            }
+            Request::Peer(PeerRequest::Report) => Reply::Peer(PeerReply::Report(local.report())),
+            Request::Peer(PeerRequest::Progress) => {
+                Reply::Peer(PeerReply::Progress(local.progress()))
+            }
+            Request::Peer(PeerRequest::StepDown { to }) => {
+                Reply::Peer(PeerReply::StepDown(local.step_down(to)))
             }
         };
         if let Err(e) = write_frame(&mut stream, &reply).await {
             debug!(%peer, error = %e, "raft reply failed");
             return;
         }
+    }
+}
+
+/// Produces this node's [`NodeReport`]; installed by the node once VRRP runs.
+pub type Reporter = Arc<dyn Fn() -> NodeReport + Send + Sync>;
+
+/// How long a leader stops heartbeats and refuses writes to hand leadership over. The
+/// followers' leader lease (openraft: `election_timeout_max`) must run out inside it.
+pub const STEP_DOWN_WINDOW: Duration = Duration::from_secs(8);
+
+/// This node's side of the peer protocol: its Raft, plus what it answers beyond Raft.
+pub struct Local {
+    pub raft: Raft,
+    me: NodeId,
+    /// While set (until the instant), this leader refuses writes and sends no
+    /// heartbeats, so the followers' leases expire and the node it hands over to can
+    /// win an election. openraft 0.9 has no leadership transfer of its own.
+    stepping_down: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    reporter: parking_lot::RwLock<Option<Reporter>>,
+}
+
+impl Local {
+    pub fn new(me: NodeId, raft: Raft) -> Arc<Self> {
+        Arc::new(Local {
+            raft,
+            me,
+            stepping_down: parking_lot::Mutex::new(None),
+            reporter: parking_lot::RwLock::new(None),
+        })
+    }
+
+    pub fn set_reporter(&self, reporter: Reporter) {
+        *self.reporter.write() = Some(reporter);
+    }
+
+    pub fn report(&self) -> Option<NodeReport> {
+        let reporter = self.reporter.read().clone();
+        reporter.map(|r| r())
+    }
+
+    pub fn progress(&self) -> Progress {
+        let m = self.raft.metrics().borrow().clone();
+        Progress {
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
+    pub fn is_stepping_down(&self) -> bool {
+        let mut until = self.stepping_down.lock();
+        match *until {
+            Some(t) if tokio::time::Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Writes through this node's Raft if it leads and is not handing over.
+    pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
+        if self.is_stepping_down() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        propose_local(&self.raft, command).await
+    }
+
+    /// Lets `to` become leader: for [`STEP_DOWN_WINDOW`], or until another node
+    /// leads, no heartbeats, no writes and no own candidacy here. `to` campaigns in
+    /// the meantime. Answers at once.
+    pub fn step_down(self: &Arc<Self>, to: NodeId) -> Result<(), String> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.me) {
+            return Err(format!("node {} is not the leader", self.me));
+        }
+        {
+            let mut until = self.stepping_down.lock();
+            if until.is_some() {
+                return Ok(());
+            }
+            *until = Some(tokio::time::Instant::now() + STEP_DOWN_WINDOW);
+        }
+        tracing::info!(to, "handing raft leadership over");
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut metrics = me.raft.metrics();
+            let deadline = tokio::time::Instant::now() + STEP_DOWN_WINDOW;
+            loop {
+                let leader = metrics.borrow().current_leader;
+                if leader.is_some() && leader != Some(me.me) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, metrics.changed())
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    break;
+                }
+            }
+            me.raft.runtime_config().heartbeat(true);
+            me.raft.runtime_config().elect(true);
+            *me.stepping_down.lock() = None;
+            let leader = metrics.borrow().current_leader;
+            tracing::info!(?leader, "raft leadership hand-over finished");
+        });
+        Ok(())
     }
 }
 

@@ -18,7 +18,8 @@ use tracing::{info, warn};
 
 use crate::model::ClusterModel;
 use crate::network::{
-    self, MembershipChange, NetworkStats, PeerClient, ProposeError, Reply, Request,
+    self, Local, MembershipChange, NetworkStats, NodeReport, PeerClient, PeerReply, PeerRequest,
+    Progress, ProposeError, Reply, Reporter, Request,
 };
 use crate::state::{Command, Response};
 use crate::store::{self, Applied, LogStore, Observer, StateMachine};
@@ -103,11 +104,21 @@ pub struct RaftStatus {
 pub struct Replica {
     id: NodeId,
     raft: Raft,
+    local: Arc<Local>,
     applied: Arc<RwLock<Applied>>,
     network: network::Network,
     forwarders: tokio::sync::Mutex<BTreeMap<NodeId, PeerClient>>,
     stats: Arc<NetworkStats>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Reports and progress queries between nodes: small answers, quickly or not at all.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Between election attempts while campaigning for leadership.
+const CAMPAIGN_RETRY: Duration = Duration::from_millis(400);
+
+fn unexpected(node: NodeId) -> ProposeError {
+    ProposeError::Unavailable(format!("unexpected reply from node {node}"))
 }
 
 pub fn now_ms() -> u64 {
@@ -156,9 +167,11 @@ impl Replica {
         .await
         .map_err(|e| ReplicaError::Raft(e.to_string()))?;
         let stats = Arc::new(NetworkStats::default());
+        let local = Local::new(options.node_id, raft.clone());
         let replica = Arc::new(Replica {
             id: options.node_id,
             raft: raft.clone(),
+            local: local.clone(),
             applied,
             network,
             forwarders: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -173,7 +186,7 @@ impl Replica {
             replica.tasks.lock().push(tokio::spawn(network::serve(
                 listener,
                 options.node_id,
-                raft.clone(),
+                local,
                 token,
                 stats,
             )));
@@ -212,13 +225,12 @@ impl Replica {
                     return;
                 }
                 if me.is_leader() {
-                    match network::propose_local(
-                        &me.raft,
-                        Command::Bootstrap {
+                    match me
+                        .local
+                        .propose(Command::Bootstrap {
                             model: seed.clone(),
-                        },
-                    )
-                    .await
+                        })
+                        .await
                     {
                         Ok(r) => info!(
                             revision = r.revision,
@@ -241,9 +253,7 @@ impl Replica {
             loop {
                 ticker.tick().await;
                 if me.is_leader() {
-                    if let Err(e) =
-                        network::propose_local(&me.raft, Command::Sweep { now_ms: now_ms() }).await
-                    {
+                    if let Err(e) = me.local.propose(Command::Sweep { now_ms: now_ms() }).await {
                         warn!(error = %e, "stick sweep not committed");
                     }
                 }
@@ -306,9 +316,7 @@ impl Replica {
         let deadline = tokio::time::Instant::now() + network::PROPOSE_TIMEOUT;
         loop {
             let result = match self.leader() {
-                Some(leader) if leader == self.id => {
-                    network::propose_local(&self.raft, command.clone()).await
-                }
+                Some(leader) if leader == self.id => self.local.propose(command.clone()).await,
                 Some(leader) => self.forward_command(leader, command.clone()).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
             };
@@ -344,7 +352,7 @@ impl Replica {
         client
             .call(&request, ttl)
             .await
-            .map_err(|e| ProposeError::Unavailable(format!("leader {leader} unreachable: {e}")))
+            .map_err(|e| ProposeError::Unavailable(format!("node {leader} unreachable: {e}")))
     }
 
     async fn forward_command(
@@ -360,6 +368,91 @@ impl Replica {
             _ => Err(ProposeError::Unavailable(
                 "unexpected reply from the leader".into(),
             )),
+        }
+    }
+
+    /// Installs what this node answers to [`PeerRequest::Report`].
+    pub fn set_reporter(&self, reporter: Reporter) {
+        self.local.set_reporter(reporter);
+    }
+
+    /// `node`'s report: this node's own, or asked over the Raft connection.
+    pub async fn report_of(&self, node: NodeId) -> Result<Option<NodeReport>, ProposeError> {
+        if node == self.id {
+            return Ok(self.local.report());
+        }
+        match self
+            .forward(node, Request::Peer(PeerRequest::Report), PEER_TIMEOUT)
+            .await?
+        {
+            Reply::Peer(PeerReply::Report(r)) => Ok(r),
+            _ => Err(unexpected(node)),
+        }
+    }
+
+    /// `node`'s Raft progress (this node's own without a round trip).
+    pub async fn progress_of(&self, node: NodeId) -> Result<Progress, ProposeError> {
+        if node == self.id {
+            return Ok(self.local.progress());
+        }
+        match self
+            .forward(node, Request::Peer(PeerRequest::Progress), PEER_TIMEOUT)
+            .await?
+        {
+            Reply::Peer(PeerReply::Progress(p)) => Ok(p),
+            _ => Err(unexpected(node)),
+        }
+    }
+
+    /// How many applied entries this node is behind the leader; `None` without a
+    /// reachable leader. The leader is never behind.
+    pub async fn lag(&self) -> Option<u64> {
+        let leader = self.leader()?;
+        let mine = self.local.progress();
+        if leader == self.id {
+            return Some(0);
+        }
+        let theirs = self.progress_of(leader).await.ok()?;
+        Some(theirs.last_log_index.saturating_sub(mine.applied_index))
+    }
+
+    /// Makes this node the Raft leader, so that the VRRP master's stick writes stay
+    /// local. Asks the current leader to step down, then stands for election until it
+    /// wins or `within` passes. Never blocks anything but the caller.
+    pub async fn campaign(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut asked: Option<NodeId> = None;
+        loop {
+            match self.leader() {
+                Some(l) if l == self.id => return true,
+                Some(l) if asked != Some(l) => {
+                    match self
+                        .forward(
+                            l,
+                            Request::Peer(PeerRequest::StepDown { to: self.id }),
+                            PEER_TIMEOUT,
+                        )
+                        .await
+                    {
+                        Ok(Reply::Peer(PeerReply::StepDown(Ok(())))) => asked = Some(l),
+                        Ok(Reply::Peer(PeerReply::StepDown(Err(e)))) => {
+                            info!(leader = l, reason = %e, "leader did not step down");
+                        }
+                        other => {
+                            if let Err(e) = other {
+                                info!(leader = l, error = %e, "leader unreachable for hand-over");
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.is_leader();
+            }
+            // Rejected while the followers' leader lease runs; repeated until it ends.
+            let _ = self.raft.trigger().elect().await;
+            tokio::time::sleep(CAMPAIGN_RETRY).await;
         }
     }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drill::{self, DrillEvent, DrillKind, DrillRecord, DrillStep, NodeSnapshot};
 use crate::model::{AdminState, Backend, ClusterModel, Frontend, ModelSpec, Server};
 
 pub type NodeId = u64;
@@ -215,6 +216,25 @@ pub enum Command {
         server: String,
         report: HealthReport,
     },
+    /// Opens a failover record; its id is the revision this command produces.
+    DrillStart {
+        kind: DrillKind,
+        from: Option<NodeId>,
+        to: NodeId,
+        /// The proposer's clock.
+        started_ms: u64,
+        /// Who noticed (the API node for a drill, the new master for a takeover).
+        reporter: NodeId,
+    },
+    DrillEvent {
+        id: u64,
+        event: DrillEvent,
+    },
+    DrillSnapshot {
+        id: u64,
+        node: NodeId,
+        snapshot: NodeSnapshot,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +286,10 @@ pub enum Change {
         server: String,
         effective_up: bool,
     },
+    /// A failover record was opened or extended.
+    Drill {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -278,6 +302,8 @@ pub struct ClusterState {
     pub sticks: BTreeMap<String, StickTableState>,
     /// backend → server → observer → report.
     pub health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, HealthReport>>>,
+    /// Failover records by id (the newest [`drill::MAX_RECORDS`]).
+    pub drills: BTreeMap<u64, DrillRecord>,
 }
 
 impl ClusterState {
@@ -520,6 +546,53 @@ impl ClusterState {
                     server,
                     effective_up,
                 }))
+            }
+            Command::DrillStart {
+                kind,
+                from,
+                to,
+                started_ms,
+                reporter,
+            } => {
+                let id = self.revision + 1;
+                self.drills.insert(
+                    id,
+                    DrillRecord {
+                        id,
+                        kind,
+                        from,
+                        to,
+                        started_ms,
+                        events: vec![DrillEvent {
+                            node: reporter,
+                            step: DrillStep::Started,
+                            at_ms: started_ms,
+                        }],
+                        snapshots: BTreeMap::new(),
+                    },
+                );
+                while self.drills.len() > drill::MAX_RECORDS {
+                    self.drills.pop_first();
+                }
+                Ok(Some(Change::Drill { id }))
+            }
+            Command::DrillEvent { id, event } => {
+                let record = self
+                    .drills
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found(format!("drill {id} does not exist")))?;
+                Ok(record.add_event(event).then_some(Change::Drill { id }))
+            }
+            Command::DrillSnapshot { id, node, snapshot } => {
+                let record = self
+                    .drills
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found(format!("drill {id} does not exist")))?;
+                if record.snapshots.contains_key(&node) {
+                    return Ok(None);
+                }
+                record.snapshots.insert(node, snapshot);
+                Ok(Some(Change::Drill { id }))
             }
         }
     }

@@ -67,6 +67,8 @@ pub enum TransitionReason {
     Preempted,
     /// Shutdown event (RFC 9568 §6.4.2, §6.4.3).
     Shutdown,
+    /// The master handed over on request (a planned failover drill).
+    Resigned,
 }
 
 impl TransitionReason {
@@ -79,6 +81,7 @@ impl TransitionReason {
             TransitionReason::MasterResigned => "master_resigned",
             TransitionReason::Preempted => "preempted",
             TransitionReason::Shutdown => "shutdown",
+            TransitionReason::Resigned => "resigned",
         }
     }
 }
@@ -102,6 +105,10 @@ pub enum Event {
     Startup,
     /// Stop it; a master resigns with priority 0.
     Shutdown,
+    /// Hand mastership over without stopping (a planned failover): a master
+    /// sends priority 0, drops its VIPs and waits as backup. The caller lowers
+    /// the priority first, so that the backup it hands over to keeps the role.
+    Resign,
     /// A valid advertisement for our VRID.
     AdvertReceived(AdvertInfo),
     /// The time returned by [`Router::next_deadline`] has come.
@@ -335,6 +342,7 @@ impl Router {
             Event::Timer => {}
             Event::Startup => self.startup(now, &mut out),
             Event::Shutdown => self.shutdown(&mut out),
+            Event::Resign => self.resign(now, &mut out),
             Event::AdvertReceived(a) => self.advert(now, a, &mut out),
             Event::PriorityChanged(p) => self.priority_changed(now, p, &mut out),
         }
@@ -417,6 +425,19 @@ impl Router {
                 self.transition(VrrpState::Initialize, TransitionReason::Shutdown, out);
             }
         }
+    }
+
+    fn resign(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.state != VrrpState::Master || self.cfg.is_owner() {
+            // Only a master has something to hand over; the owner cannot be
+            // preempted, so it would take the VIP back at once.
+            return;
+        }
+        // The same priority-0 advert as a shutdown (RFC 9568 §6.4.3), so the
+        // best backup takes over after its Skew_Time; we stay a backup, and
+        // become master again only if nobody does within Master_Down_Interval.
+        out.push(Action::SendAdvert { priority: 0 });
+        self.become_backup(now, TransitionReason::Resigned, None, out);
     }
 
     fn fire(&mut self, now: Duration, timer: Timer, out: &mut Vec<Action>) {
@@ -761,6 +782,50 @@ mod tests {
         // Nothing happens afterwards.
         assert_eq!(r.handle(ms(9000), adv(12, 200, 100)), vec![]);
         assert_eq!(r.handle(ms(9000), Event::Timer), vec![]);
+    }
+
+    #[test]
+    fn resign_hands_over_and_waits_as_backup() {
+        let mut r = router(100, 11);
+        r.handle(ms(0), Event::Startup);
+        r.handle(ms(3600), Event::Timer);
+        // The drill lowers our priority first, then resigns.
+        r.handle(ms(3900), Event::PriorityChanged(1));
+        let a = r.handle(ms(4000), Event::Resign);
+        assert_eq!(
+            a,
+            vec![
+                Action::SendAdvert { priority: 0 },
+                tr(Master, Backup, R::Resigned),
+                Action::RemoveVips,
+            ]
+        );
+        // Master_Down_Interval at priority 1: 3 * 1 s + 255/256 s.
+        assert_eq!(r.next_deadline(), Some(ms(4000 + 3990)));
+        // The peer took over: its adverts keep us backup.
+        assert_eq!(r.handle(ms(4100), adv(12, 100, 100)), vec![]);
+        assert_eq!(r.state(), Backup);
+        assert_eq!(r.master_addr(), Some(ip(12)));
+        // A second request as backup does nothing.
+        assert_eq!(r.handle(ms(4200), Event::Resign), vec![]);
+    }
+
+    #[test]
+    fn resign_without_a_taker_returns_to_master() {
+        let mut r = router(100, 11);
+        r.handle(ms(0), Event::Startup);
+        r.handle(ms(3600), Event::Timer);
+        r.handle(ms(4000), Event::Resign);
+        let a = r.handle(ms(4000 + 3600), Event::Timer);
+        assert_eq!(a[0], tr(Backup, Master, R::MasterDown));
+    }
+
+    #[test]
+    fn owner_does_not_resign() {
+        let mut r = router(255, 11);
+        r.handle(ms(0), Event::Startup);
+        assert_eq!(r.handle(ms(10), Event::Resign), vec![]);
+        assert_eq!(r.state(), Master);
     }
 
     #[test]

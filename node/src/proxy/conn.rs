@@ -35,6 +35,7 @@ pub(super) async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                plane.note_accept();
                 let frontend = slot.frontend.load_full();
                 tokio::spawn(handle(plane.clone(), frontend, stream, peer));
             }

@@ -307,6 +307,15 @@ impl BackendRt {
         connected.len()
     }
 
+    /// Every (client, server) of this node's table, for comparing with the replicated one.
+    pub fn stick_entries(&self) -> Vec<(IpAddr, ServerName)> {
+        let Some(table) = &self.stick else {
+            return Vec::new();
+        };
+        let table = table.lock();
+        table.iter().map(|(k, e)| (k, e.server)).collect()
+    }
+
     /// Up to `limit` entries after `after` in key order: the stick API's page.
     pub fn stick_page(
         &self,

@@ -70,6 +70,9 @@ pub struct DataPlane {
     model_applied: tokio::sync::Notify,
     /// Touched only when the model changes or the plane stops, never per connection.
     runtime: Mutex<Runtime>,
+    /// Wall-clock ms of the first connection accepted since [`Self::arm_first_accept`];
+    /// 0 while armed and waiting, `u64::MAX` when not armed.
+    first_accept_ms: std::sync::atomic::AtomicU64,
 }
 
 impl DataPlane {
@@ -87,7 +90,32 @@ impl DataPlane {
             model_revision: std::sync::atomic::AtomicU64::new(0),
             model_applied: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
+            first_accept_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// Starts watching for the next accepted connection (a new master's first client).
+    pub fn arm_first_accept(&self) {
+        self.first_accept_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub fn first_accept_ms(&self) -> Option<u64> {
+        match self.first_accept_ms.load(Ordering::Relaxed) {
+            0 | u64::MAX => None,
+            at => Some(at),
+        }
+    }
+
+    /// On every accept: one relaxed load unless armed.
+    pub(super) fn note_accept(&self) {
+        if self.first_accept_ms.load(Ordering::Relaxed) == 0 {
+            let _ = self.first_accept_ms.compare_exchange(
+                0,
+                super::now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     pub fn view(&self) -> Arc<View> {

@@ -400,3 +400,50 @@ async fn api_writes_sent_to_a_follower_are_forwarded_to_the_leader() {
             .as_array()
             .is_some_and(|s| s.iter().any(|x| x["name"] == "s4"))));
 }
+
+/// Without VRRP there is nothing to hand over: every refusal names its reason, and the
+/// nodes still report how far behind the leader they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_are_refused_with_a_reason_and_every_node_reports_it_is_caught_up() {
+    let servers = backends();
+    let cluster = cluster_builder(&servers).lb(2).witness().spawn();
+    let caught_up = wait_until(Duration::from_secs(15), || {
+        [1, 2, 3].iter().all(|id| {
+            cluster
+                .status(*id)
+                .is_some_and(|s| s["caught_up"] == true && s["lag_entries"].as_u64().is_some())
+        })
+    });
+    assert!(
+        caught_up,
+        "caught_up: {:?}",
+        [1, 2, 3].map(|id| cluster.status(id).map(|s| s["lag_entries"].clone()))
+    );
+    let refusals = [
+        (r#"{"to":3}"#, "node 3 is a witness"),
+        (r#"{"to":9}"#, "node 9 is not a member"),
+        (r#"{"to":2}"#, "node 2 runs without VRRP"),
+        ("", "no lb node other than the master is fit"),
+    ];
+    for (body, reason) in refusals {
+        let (status, answer) = cluster.post(1, "/v1/drills/failover", body).unwrap();
+        assert_eq!(status, 409, "{body}: {answer}");
+        assert!(answer.contains(r#""code":"conflict""#), "{answer}");
+        assert!(
+            answer.contains(reason),
+            "{body}: expected {reason:?} in {answer}"
+        );
+    }
+    let (status, answer) = cluster
+        .post(1, "/v1/drills/failover", r#"{"to":"two"}"#)
+        .unwrap();
+    assert_eq!(status, 400, "{answer}");
+    let (status, list) = cluster.get(2, "/v1/drills").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        list["drills"],
+        serde_json::json!([]),
+        "nothing was recorded"
+    );
+    assert_eq!(cluster.get(2, "/v1/drills/1").map(|r| r.0), Some(404));
+}

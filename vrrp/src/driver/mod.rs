@@ -16,17 +16,24 @@
 //! Time: the task takes `tokio::time::Instant::now()` at spawn as its epoch
 //! and feeds the router `now - epoch`. Nothing in here decides protocol
 //! behaviour; that is all in `crate::state`.
+//!
+//! Transports ([`Transport`]): `Raw` (above; production) or `Udp` (`udp.rs`):
+//! the same IPv4+VRRP packets carried in UDP datagrams between known peers,
+//! for demos and labs without CAP_NET_RAW. With `Udp` only the packet source
+//! and the send differ; VIP add/remove and GARP are skipped (no address can
+//! move without root), everything else is the same task.
 
 mod fd;
 mod garp;
 mod netlink;
 mod notify;
 mod raw;
+mod udp;
 
 pub use raw::send_raw_ipv4;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +119,27 @@ pub struct NotifyCommand {
     pub args: Vec<String>,
 }
 
+/// How advertisements travel between the routers of one VRID.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// IP protocol 112 on the interface (raw socket, CAP_NET_RAW), VIPs added
+    /// and removed (CAP_NET_ADMIN), gratuitous ARP. Interoperates with
+    /// keepalived. The one for production.
+    #[default]
+    Raw,
+    /// The same whole IPv4+VRRP packets as UDP datagrams, received on
+    /// `listen` and sent to each of `peers`; no privilege needed. No VIP is
+    /// installed and no GARP sent: for demos and labs only. `listen`'s
+    /// address is the primary address (the source in the packets) unless
+    /// `primary_addr` is set; `interface` is then only a label.
+    Udp {
+        /// Where this instance receives (IPv4).
+        listen: SocketAddr,
+        /// Where its adverts go (IPv4, at least one).
+        peers: Vec<SocketAddr>,
+    },
+}
+
 /// Everything one VRRP instance needs. Build with [`InstanceConfig::new`]
 /// and adjust the public fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +178,8 @@ pub struct InstanceConfig {
     /// at least 1) and renewed by the master about three times per
     /// lifetime, so a VIP left by a killed master expires by itself.
     pub vip_lifetime: Option<Duration>,
+    /// Raw IP (default) or UDP for demos and labs without root.
+    pub transport: Transport,
 }
 
 impl InstanceConfig {
@@ -178,6 +208,7 @@ impl InstanceConfig {
             garp: GarpConfig::default(),
             notify: None,
             vip_lifetime: None,
+            transport: Transport::Raw,
         }
     }
 
@@ -214,7 +245,50 @@ impl InstanceConfig {
         if let Some(a) = v6 {
             return Err(DriverError::Ipv6NotSupported(a));
         }
+        if let Transport::Udp { listen, peers } = &self.transport {
+            self.udp_endpoints(*listen, peers)?;
+        }
         Ok(())
+    }
+
+    /// The UDP transport's primary address and peers, checked: IPv4 only (the
+    /// packets are IPv4), a concrete source, and peers that are not ourselves.
+    fn udp_endpoints(
+        &self,
+        listen: SocketAddr,
+        peers: &[SocketAddr],
+    ) -> Result<(Ipv4Addr, Vec<SocketAddrV4>), DriverError> {
+        let bad = |why: String| Err(DriverError::UdpTransport(why));
+        let SocketAddr::V4(listen4) = listen else {
+            return bad(format!("listen {listen}: IPv4 only"));
+        };
+        let primary = match self.primary_addr {
+            Some(IpAddr::V4(a)) => a,
+            Some(a) => return Err(DriverError::Ipv6NotSupported(a)),
+            None if listen4.ip().is_unspecified() => {
+                return bad(format!(
+                    "listen {listen}: a wildcard address needs primary_addr (the adverts' source)"
+                ))
+            }
+            None => *listen4.ip(),
+        };
+        if peers.is_empty() {
+            return bad("at least one peer is needed".into());
+        }
+        let mut out = Vec::with_capacity(peers.len());
+        for p in peers {
+            match p {
+                SocketAddr::V4(a) if a.ip().is_unspecified() || a.port() == 0 => {
+                    return bad(format!("peer {p}: needs a concrete address and port"))
+                }
+                SocketAddr::V4(a) if *a == listen4 => {
+                    return bad(format!("peer {p} is this instance's own listen address"))
+                }
+                SocketAddr::V4(a) => out.push(*a),
+                SocketAddr::V6(_) => return bad(format!("peer {p}: IPv4 only")),
+            }
+        }
+        Ok((primary, out))
     }
 }
 
@@ -256,6 +330,9 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// A UDP transport that cannot work as configured.
+    #[error("vrrp udp transport: {0}")]
+    UdpTransport(String),
     /// The instance task panicked or was cancelled.
     #[error("vrrp instance task failed: {0}")]
     Task(String),
@@ -304,6 +381,8 @@ pub struct VrrpStatus {
     pub transitions: u64,
     /// The last transition.
     pub last_transition: Option<LastTransition>,
+    /// When the last gratuitous ARP burst for the VIPs went out.
+    pub last_garp: Option<SystemTime>,
 }
 
 /// Counters of one instance (monotonic since spawn).
@@ -370,6 +449,7 @@ fn bump(c: &AtomicU64, n: u64) {
 pub struct VrrpHandle {
     status: watch::Receiver<VrrpStatus>,
     counters: Arc<Counters>,
+    resign: mpsc::UnboundedSender<()>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -399,6 +479,19 @@ impl VrrpHandle {
         }
     }
 
+    /// Planned handover: a master sends priority 0, removes its VIPs and
+    /// waits as backup (see [`crate::state::Event::Resign`]). Lower the
+    /// priority first (the penalty channel) so the new master keeps the role.
+    /// Does nothing unless master.
+    pub fn resign(&self) {
+        let _ = self.resign.send(());
+    }
+
+    /// A clonable handle that can only ask for [`VrrpHandle::resign`].
+    pub fn resigner(&self) -> Resigner {
+        Resigner(self.resign.clone())
+    }
+
     /// Graceful stop: a master sends priority 0 (backups take over after
     /// Skew_Time) and removes its VIPs. Returns when done.
     pub async fn shutdown(mut self) -> Result<(), DriverError> {
@@ -409,6 +502,17 @@ impl VrrpHandle {
             Some(t) => t.await.map_err(|e| DriverError::Task(e.to_string())),
             None => Ok(()),
         }
+    }
+}
+
+/// See [`VrrpHandle::resigner`].
+#[derive(Clone)]
+pub struct Resigner(mpsc::UnboundedSender<()>);
+
+impl Resigner {
+    /// See [`VrrpHandle::resign`].
+    pub fn resign(&self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -445,7 +549,8 @@ impl VrrpInstance {
     /// carries the total priority penalty from tracked conditions (0 = all
     /// good); the effective priority is `priority - penalty`, at least 1.
     ///
-    /// Needs CAP_NET_RAW and CAP_NET_ADMIN. Must be called inside a tokio
+    /// With [`Transport::Raw`] it needs CAP_NET_RAW and CAP_NET_ADMIN;
+    /// [`Transport::Udp`] needs nothing. Must be called inside a tokio
     /// runtime.
     pub fn spawn(
         cfg: InstanceConfig,
@@ -453,40 +558,27 @@ impl VrrpInstance {
     ) -> Result<VrrpHandle, DriverError> {
         cfg.validate()?;
         let interval_cs = cfg.advert_interval_cs()?;
-        let iface = pnet::datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == cfg.interface)
-            .ok_or_else(|| DriverError::NoInterface(cfg.interface.clone()))?;
-        let mac = iface
-            .mac
-            .map(|m| m.octets())
-            .ok_or(DriverError::Interface {
-                iface: cfg.interface.clone(),
-                what: "no MAC address",
-            })?;
         let vip_addrs: Vec<IpAddr> = cfg.virtual_ips.iter().map(|v| v.addr).collect();
-        let primary = match cfg.primary_addr {
-            Some(IpAddr::V4(a)) => a,
-            _ => iface
-                .ips
-                .iter()
-                .filter_map(|n| match n.ip() {
-                    IpAddr::V4(a) if !vip_addrs.contains(&IpAddr::V4(a)) => Some(a),
-                    _ => None,
-                })
-                .next()
-                .ok_or(DriverError::Interface {
-                    iface: cfg.interface.clone(),
-                    what: "no IPv4 address (other than a VIP) to send from",
-                })?,
+        let (io, primary, pkt_rx) = match &cfg.transport {
+            Transport::Raw => open_raw(&cfg, &vip_addrs)?,
+            Transport::Udp { listen, peers } => {
+                let (primary, peers) = cfg.udp_endpoints(*listen, peers)?;
+                let (udp, pkt_rx) =
+                    udp::UdpTransport::open(*listen, peers, cfg.vrid).map_err(|source| {
+                        DriverError::Socket {
+                            iface: format!("udp {listen}"),
+                            source,
+                        }
+                    })?;
+                warn!(
+                    iface = %cfg.interface,
+                    vrid = cfg.vrid,
+                    %listen,
+                    "udp transport: no VIP is installed (demo/lab without root)"
+                );
+                (Io::Udp(udp), primary, pkt_rx)
+            }
         };
-        let sock_err = |source| DriverError::Socket {
-            iface: cfg.interface.clone(),
-            source,
-        };
-        let (sock, pkt_rx) = raw::RawSocket::open(&cfg.interface, iface.index, primary, cfg.vrid)
-            .map_err(sock_err)?;
-        let nl = netlink::Netlink::connect().map_err(sock_err)?;
 
         let mut rc = RouterConfig::new(cfg.vrid, cfg.priority, IpAddr::V4(primary));
         rc.advert_interval_cs = interval_cs;
@@ -509,10 +601,12 @@ impl VrrpInstance {
             accept_mode: cfg.accept_mode,
             transitions: 0,
             last_transition: None,
+            last_garp: None,
         };
         let (status_tx, status_rx) = watch::channel(status);
         let counters = Arc::new(Counters::default());
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (resign_tx, resign_rx) = mpsc::unbounded_channel();
         let advert = Advertisement {
             vrid: cfg.vrid,
             priority: cfg.priority,
@@ -521,11 +615,7 @@ impl VrrpInstance {
         };
         let task = Task {
             router,
-            sock,
-            nl,
-            ifindex: iface.index,
-            iface,
-            mac,
+            io,
             primary,
             vip_addrs,
             advert,
@@ -535,25 +625,84 @@ impl VrrpInstance {
             vip_renew_at: None,
             cfg,
         };
-        let join = tokio::spawn(task.run(pkt_rx, penalty_rx, stop_rx));
+        let join = tokio::spawn(task.run(pkt_rx, penalty_rx, resign_rx, stop_rx));
         Ok(VrrpHandle {
             status: status_rx,
             counters,
+            resign: resign_tx,
             stop: Some(stop_tx),
             task: Some(join),
         })
     }
 }
 
-struct Task {
-    cfg: InstanceConfig,
-    router: Router,
+/// Looks up the interface, opens the raw socket and the netlink connection.
+fn open_raw(
+    cfg: &InstanceConfig,
+    vip_addrs: &[IpAddr],
+) -> Result<(Io, Ipv4Addr, mpsc::Receiver<raw::Received>), DriverError> {
+    let iface = pnet::datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == cfg.interface)
+        .ok_or_else(|| DriverError::NoInterface(cfg.interface.clone()))?;
+    let mac = iface
+        .mac
+        .map(|m| m.octets())
+        .ok_or(DriverError::Interface {
+            iface: cfg.interface.clone(),
+            what: "no MAC address",
+        })?;
+    let primary = match cfg.primary_addr {
+        Some(IpAddr::V4(a)) => a,
+        _ => iface
+            .ips
+            .iter()
+            .filter_map(|n| match n.ip() {
+                IpAddr::V4(a) if !vip_addrs.contains(&IpAddr::V4(a)) => Some(a),
+                _ => None,
+            })
+            .next()
+            .ok_or(DriverError::Interface {
+                iface: cfg.interface.clone(),
+                what: "no IPv4 address (other than a VIP) to send from",
+            })?,
+    };
+    let sock_err = |source| DriverError::Socket {
+        iface: cfg.interface.clone(),
+        source,
+    };
+    let (sock, pkt_rx) =
+        raw::RawSocket::open(&cfg.interface, iface.index, primary, cfg.vrid).map_err(sock_err)?;
+    let nl = netlink::Netlink::connect().map_err(sock_err)?;
+    let io = Io::Raw(RawIo {
+        sock,
+        nl,
+        ifindex: iface.index,
+        iface,
+        mac,
+    });
+    Ok((io, primary, pkt_rx))
+}
+
+/// The system side of one instance (see [`Transport`]).
+enum Io {
+    Raw(RawIo),
+    Udp(udp::UdpTransport),
+}
+
+struct RawIo {
     sock: raw::RawSocket,
     nl: netlink::Netlink,
     ifindex: u32,
     /// The interface as pnet sees it (for GARP).
     iface: pnet::datalink::NetworkInterface,
     mac: [u8; 6],
+}
+
+struct Task {
+    cfg: InstanceConfig,
+    router: Router,
+    io: Io,
     primary: Ipv4Addr,
     vip_addrs: Vec<IpAddr>,
     /// Template of our advertisement (priority set per send).
@@ -585,6 +734,7 @@ impl Task {
         mut self,
         mut pkt_rx: mpsc::Receiver<raw::Received>,
         mut penalty_rx: watch::Receiver<u8>,
+        mut resign_rx: mpsc::UnboundedReceiver<()>,
         mut stop_rx: oneshot::Receiver<()>,
     ) {
         let epoch = Instant::now();
@@ -620,6 +770,10 @@ impl Task {
                     // The receive thread ended (only on shutdown).
                     None => break,
                 },
+                Some(()) = resign_rx.recv() => {
+                    let a = self.router.handle(since(Instant::now()), Event::Resign);
+                    self.execute(a).await;
+                }
                 changed = penalty_rx.changed(), if penalty_open => {
                     match changed {
                         Ok(()) => {
@@ -804,25 +958,32 @@ impl Task {
 
     fn send_advert(&mut self, priority: u8) {
         self.advert.priority = priority;
-        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
-            vec![VRRP_MULTICAST_V4]
-        } else {
-            self.cfg
+        // (header destination, UDP peer): with UDP each peer gets the packet
+        // a unicast advert to its address would be.
+        let dsts: Vec<(Ipv4Addr, Option<SocketAddrV4>)> = match &self.io {
+            Io::Udp(udp) => udp.peers().iter().map(|p| (*p.ip(), Some(*p))).collect(),
+            Io::Raw(_) if self.cfg.unicast_peers.is_empty() => vec![(VRRP_MULTICAST_V4, None)],
+            Io::Raw(_) => self
+                .cfg
                 .unicast_peers
                 .iter()
                 .filter_map(|p| match p {
-                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V4(a) => Some((*a, None)),
                     IpAddr::V6(_) => None,
                 })
-                .collect()
+                .collect(),
         };
-        for dst in dsts {
+        for (dst, peer) in dsts {
             let hdr = Ipv4Header::vrrp(self.primary, dst);
             let res = self
                 .advert
                 .encode_ipv4_packet(&hdr, self.cfg.checksum_send)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-                .and_then(|p| self.sock.send(&p, dst));
+                .and_then(|p| match (&mut self.io, peer) {
+                    (Io::Udp(udp), Some(peer)) => udp.send(&p, peer),
+                    (Io::Raw(raw), _) => raw.sock.send(&p, dst),
+                    (Io::Udp(_), None) => Ok(()),
+                });
             match res {
                 Ok(()) => bump(&self.counters.adverts_sent, 1),
                 Err(e) => {
@@ -834,8 +995,10 @@ impl Task {
     }
 
     async fn add_vips(&mut self) {
+        // UDP transport: no VIP to add (said once at spawn), so none to renew.
+        let Io::Raw(raw) = &self.io else { return };
         for vip in &self.cfg.virtual_ips {
-            match self.nl.add(self.ifindex, vip, self.cfg.vip_lifetime).await {
+            match raw.nl.add(raw.ifindex, vip, self.cfg.vip_lifetime).await {
                 Ok(()) => debug!(%vip, "vip added"),
                 Err(e) => {
                     bump(&self.counters.vip_errors, 1);
@@ -852,8 +1015,9 @@ impl Task {
     }
 
     async fn remove_vips(&mut self) {
+        let Io::Raw(raw) = &self.io else { return };
         for vip in &self.cfg.virtual_ips {
-            match self.nl.remove(self.ifindex, vip).await {
+            match raw.nl.remove(raw.ifindex, vip).await {
                 Ok(true) => info!(%vip, "vip removed"),
                 Ok(false) => {}
                 Err(e) => {
@@ -876,11 +1040,26 @@ impl Task {
         if v4.is_empty() || self.cfg.garp.count == 0 {
             return;
         }
-        let (iface, mac, count) = (self.iface.clone(), self.mac, self.cfg.garp.count);
+        let raw = match &self.io {
+            Io::Raw(raw) => raw,
+            Io::Udp(_) => {
+                // Nothing goes out, but the moment the burst would have is
+                // recorded: drill reports and timelines read `last_garp` as
+                // "the new master announced the VIP", in labs too.
+                let at = SystemTime::now();
+                self.status_tx.send_modify(|s| s.last_garp = Some(at));
+                return;
+            }
+        };
+        let (iface, mac, count) = (raw.iface.clone(), raw.mac, self.cfg.garp.count);
         let res =
             tokio::task::spawn_blocking(move || garp::send_burst(&iface, mac, &v4, count)).await;
         match res {
-            Ok(Ok(n)) => bump(&self.counters.garp_sent, n),
+            Ok(Ok(n)) => {
+                bump(&self.counters.garp_sent, n);
+                let at = SystemTime::now();
+                self.status_tx.send_modify(|s| s.last_garp = Some(at));
+            }
             Ok(Err(e)) => warn!(error = %e, "gratuitous ARP failed"),
             Err(e) => warn!(error = %e, "gratuitous ARP task failed"),
         }
