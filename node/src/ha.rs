@@ -468,7 +468,12 @@ impl Ha {
                     lb.plane.arm_first_accept();
                 }
                 let me = self.clone();
+                tokio::spawn(async move { me.follow_with_leadership().await });
+                let me = self.clone();
                 let primary = status.primary_addr;
+                // A drill counts only until its target has taken over; a later
+                // takeover is a new, unplanned one.
+                let drill = drill.filter(|d| !self.recorded(d.id, d.to, DrillStep::BecameMaster));
                 match drill {
                     Some(d) if d.to == self.me => {
                         tokio::spawn(async move { me.new_master_part(d.id, at_ms, true).await });
@@ -484,18 +489,24 @@ impl Ha {
                     {
                         // Without a known previous master this is the cluster starting,
                         // not a takeover.
-                        let Some(old) = previous_master.filter(|m| *m != primary) else {
-                            return;
-                        };
-                        tokio::spawn(async move { me.unplanned(old, at_ms).await });
+                        if let Some(old) = previous_master.filter(|m| *m != primary) {
+                            tokio::spawn(async move { me.unplanned(old, at_ms).await });
+                        }
                     }
                     _ => {}
                 }
-                let me = self.clone();
-                tokio::spawn(async move { me.follow_with_leadership().await });
             }
             _ => {}
         }
+    }
+
+    fn recorded(&self, id: u64, node: NodeId, step: DrillStep) -> bool {
+        self.replica.read(|a| {
+            a.state
+                .drills
+                .get(&id)
+                .is_some_and(|r| r.events.iter().any(|e| e.node == node && e.step == step))
+        })
     }
 
     /// Raft leadership follows the VRRP master, so its stick writes stay local.
@@ -503,8 +514,15 @@ impl Ha {
         if self.replica.is_leader() {
             return;
         }
-        if self.replica.campaign(LEADER_WAIT).await {
+        info!(leader = ?self.replica.leader(), "VRRP master: standing for raft leadership");
+        let still_master = || {
+            self.vrrp()
+                .is_some_and(|(o, _)| o.status().state == VrrpState::Master)
+        };
+        if self.replica.campaign(LEADER_WAIT, still_master).await {
             info!("raft leadership follows the VRRP master");
+        } else {
+            warn!(leader = ?self.replica.leader(), "raft leadership did not follow the VRRP master");
         }
     }
 

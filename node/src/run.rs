@@ -31,6 +31,9 @@ use crate::config::Config;
 use crate::metrics::{set_counter, Metrics};
 use crate::proxy::{now_ms, DataPlane, ReplicationSink};
 
+/// How long VRRP waits for the data plane to listen before it starts anyway.
+const VRRP_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the API sees of a running node.
 struct NodeApi {
     config: Config,
@@ -118,6 +121,7 @@ impl NodeHandle for NodeApi {
 
     fn status(&self) -> serde_json::Value {
         let raft = self.replica.status();
+        let ha = self.ha.report();
         let journal = self.journal.as_ref().map(|j| j.len());
         // Replicated health: what every lb node's probes concluded, and the verdict
         // every node agrees on.
@@ -156,7 +160,8 @@ impl NodeHandle for NodeApi {
             "journal_pending": journal,
             "health": health,
             "vrrp": self.vrrp.as_ref().map(crate::vip::status_json),
-            "tracked_conditions_failing": self.plane.as_ref().map(|p| crate::vip::failed_conditions(p)),
+            "tracked_conditions_failing": self.plane.as_ref().map(|_| ha.failing),
+            "yielded": ha.yielded,
         })
     }
 
@@ -237,12 +242,20 @@ impl NodeHandle for NodeApi {
                     | Command::SetAdmin { .. }
             );
             let response = self.replica.propose(command).await?;
-            // The answer means "in effect on this node": wait for the local data plane.
+            // The answer means "in effect on this node": wait for the local data plane
+            // to apply the model this node has (a no-op write waits for nothing).
             if let (true, None, Some(plane)) = (changes_model, &response.error, &self.plane) {
-                if !plane
-                    .wait_applied(response.revision, std::time::Duration::from_secs(3))
-                    .await
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+                // A forwarded write is committed on the leader first; this replica
+                // applies it moments later.
+                while self.replica.read(|a| a.state.revision) < response.revision
+                    && tokio::time::Instant::now() < deadline
                 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                let model_revision = self.replica.read(|a| a.state.model_revision);
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !plane.wait_applied(model_revision, left).await {
                     tracing::warn!(
                         revision = response.revision,
                         "committed, but not yet applied by this node's data plane"
@@ -444,6 +457,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     }
     if let Some(journal) = &journal {
         tokio::spawn(cluster::flush_loop(journal.clone(), replica.clone()));
+    }
+    if let (Some(_), Some(plane)) = (&config.vrrp, &plane) {
+        // A node that cannot serve yet runs VRRP at priority 1; started that way it
+        // would win the first election where it is alone, then hand over again. Give
+        // the model a moment to arrive first (bounded: VRRP must not wait for Raft).
+        let deadline = tokio::time::Instant::now() + VRRP_START_WAIT;
+        while !plane.is_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     let vip = match (&config.vrrp, &plane) {
         (Some(section), Some(plane)) => Some(crate::vip::Vip::start(section, plane.clone())?),

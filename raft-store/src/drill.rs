@@ -157,7 +157,8 @@ pub struct DrillReport {
     pub started_ms: u64,
     pub timeline: Vec<TimelineEntry>,
     pub figures: Figures,
-    /// Events still expected, while running or when incomplete.
+    /// Events not recorded (yet). `first_connection` alone does not keep a drill from
+    /// being done: it comes with the first client, if any.
     pub missing: Vec<&'static str>,
     pub nodes: BTreeMap<NodeId, NodeSnapshot>,
 }
@@ -184,7 +185,8 @@ impl DrillRecord {
         true
     }
 
-    /// The steps a complete record has, and who reports them.
+    /// The steps a complete record has, and who reports them. The first connection
+    /// is not among them: without clients it never comes, and the drill still worked.
     fn expected(&self) -> Vec<(Option<NodeId>, DrillStep)> {
         let mut steps = Vec::new();
         if self.kind == DrillKind::Planned {
@@ -192,7 +194,6 @@ impl DrillRecord {
         }
         steps.push((Some(self.to), DrillStep::BecameMaster));
         steps.push((Some(self.to), DrillStep::GarpSent));
-        steps.push((Some(self.to), DrillStep::FirstConnection));
         steps
     }
 
@@ -222,6 +223,10 @@ impl DrillRecord {
             .filter(|(node, step)| self.at(*node, *step).is_none())
             .map(|(_, step)| step.as_str())
             .collect();
+        let mut awaited = Vec::new();
+        if self.at(Some(self.to), DrillStep::FirstConnection).is_none() {
+            awaited.push(DrillStep::FirstConnection.as_str());
+        }
         for node in self.snapshots_expected() {
             if !self.snapshots.contains_key(&node) {
                 missing.push(if Some(node) == self.from {
@@ -235,9 +240,11 @@ impl DrillRecord {
         let new = self.snapshots.get(&self.to);
         let reclaimed = self.at(self.from, DrillStep::VipReclaimed).is_some()
             && self.at(Some(self.to), DrillStep::BecameMaster).is_none();
+        let awaited_only = missing.is_empty();
+        missing.extend(awaited);
         let state = if reclaimed {
             DrillState::Failed
-        } else if missing.is_empty() {
+        } else if awaited_only {
             DrillState::Done
         } else if now_ms.saturating_sub(self.started_ms) > DRILL_DEADLINE_MS {
             DrillState::Incomplete
@@ -359,6 +366,20 @@ mod tests {
             },
         );
         assert_eq!(r.report(1_000).figures.stick_entries_lost, Some(5));
+    }
+
+    #[test]
+    fn a_drill_without_clients_is_done_and_still_shows_the_missing_first_connection() {
+        let mut r = planned();
+        r.add_event(ev(1, DrillStep::VipReleased, 1_020));
+        r.add_event(ev(2, DrillStep::BecameMaster, 1_060));
+        r.add_event(ev(2, DrillStep::GarpSent, 1_061));
+        r.snapshots.insert(1, NodeSnapshot::default());
+        r.snapshots.insert(2, NodeSnapshot::default());
+        let report = r.report(1_100);
+        assert_eq!(report.state, DrillState::Done);
+        assert_eq!(report.missing, vec!["first_connection"]);
+        assert_eq!(report.figures.first_connection_ms, None);
     }
 
     #[test]

@@ -287,8 +287,12 @@ impl Replica {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Leading with a committed vote: a candidate may already name itself as leader
+    /// in its metrics.
     pub fn is_leader(&self) -> bool {
-        self.leader() == Some(self.id)
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id)
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -418,14 +422,20 @@ impl Replica {
 
     /// Makes this node the Raft leader, so that the VRRP master's stick writes stay
     /// local. Asks the current leader to step down, then stands for election until it
-    /// wins or `within` passes. Never blocks anything but the caller.
-    pub async fn campaign(&self, within: Duration) -> bool {
+    /// wins, `within` passes or `wanted` turns false (this node is no longer the VRRP
+    /// master). Never blocks anything but the caller.
+    pub async fn campaign(&self, within: Duration, wanted: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         let mut asked: Option<NodeId> = None;
         loop {
+            if !wanted() {
+                return self.is_leader();
+            }
+            if self.is_leader() {
+                return true;
+            }
             match self.leader() {
-                Some(l) if l == self.id => return true,
-                Some(l) if asked != Some(l) => {
+                Some(l) if l != self.id && asked != Some(l) => {
                     match self
                         .forward(
                             l,

@@ -302,6 +302,10 @@ pub struct ClusterState {
     pub sticks: BTreeMap<String, StickTableState>,
     /// backend → server → observer → report.
     pub health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, HealthReport>>>,
+    /// The revision of the last change to frontends, backends or servers: what a data
+    /// plane must have applied to be current (stick and drill commands bump `revision`
+    /// without touching it).
+    pub model_revision: u64,
     /// Failover records by id (the newest [`drill::MAX_RECORDS`]).
     pub drills: BTreeMap<u64, DrillRecord>,
 }
@@ -311,6 +315,9 @@ impl ClusterState {
         match self.apply_inner(command) {
             Ok(Some(change)) => {
                 self.revision += 1;
+                if matches!(change, Change::Model | Change::ModelAndShutdown { .. }) {
+                    self.model_revision = self.revision;
+                }
                 (self.response(None), change)
             }
             Ok(None) => (self.response(None), Change::None),

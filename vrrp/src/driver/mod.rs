@@ -902,6 +902,8 @@ impl Task {
                         "vrrp transition"
                     );
                     self.status_tx.send_modify(|s| {
+                        // Watchers woken by this change must see the new state too.
+                        s.state = to;
                         s.transitions += 1;
                         s.last_transition = Some(LastTransition {
                             from,
@@ -982,6 +984,7 @@ impl Task {
                 .and_then(|p| match (&mut self.io, peer) {
                     (Io::Udp(udp), Some(peer)) => udp.send(&p, peer),
                     (Io::Raw(raw), _) => raw.sock.send(&p, dst),
+                    // Not built: every UDP target above carries its peer.
                     (Io::Udp(_), None) => Ok(()),
                 });
             match res {
