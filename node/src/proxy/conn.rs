@@ -128,6 +128,13 @@ async fn serve(
                       addr = %server.addr, error = %error, "connect failed");
                 drop(permit);
                 tried.push(server.name.clone());
+                if tried.len() < MAX_ATTEMPTS
+                    && backend.retry_same_server(client_ip, &server, &tried)
+                {
+                    info!(client = %client_ip, server = %server.name,
+                          "retrying the same server: the client's other connections are there");
+                    continue;
+                }
                 let next = (tried.len() < MAX_ATTEMPTS)
                     .then(|| backend.redispatch(client_ip, &server, &tried))
                     .flatten();

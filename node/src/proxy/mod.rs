@@ -464,6 +464,22 @@ impl BackendRt {
         Some(next)
     }
 
+    /// After a failed connect to `failed`: try it once more instead of moving the
+    /// client when its other connections are established there. The server answers
+    /// (a dropped SYN under a burst, say), and moving the client would split its
+    /// sockets across servers for as long as they last.
+    fn retry_same_server(&self, client: IpAddr, failed: &ServerRt, tried: &[ServerName]) -> bool {
+        let Some(table) = &self.stick else {
+            return false;
+        };
+        let attempts_here = tried.iter().filter(|t| **t == failed.name).count();
+        let siblings_there = table
+            .lock()
+            .get(&client)
+            .is_some_and(|e| e.server == failed.name && e.open > 1);
+        attempts_here == 1 && siblings_there && failed.is_up()
+    }
+
     fn release(&self, client: IpAddr, server: &ServerRt, now_ms: u64) {
         server.assigned.fetch_sub(1, Ordering::Relaxed);
         if let Some(table) = &self.stick {
@@ -757,6 +773,21 @@ mod tests {
             let one = b.decide(client(c), 0).unwrap().name.clone();
             assert_eq!(b.decide(client(c), 0).unwrap().name, one);
         }
+    }
+
+    #[test]
+    fn a_failed_connect_is_retried_on_the_same_server_once_when_siblings_are_there() {
+        let b = backend(Balance::Leastconn, true);
+        let first = b.decide(client(7), 0).unwrap();
+        let tried = vec![first.name.clone()];
+        // Alone, the client moves at once.
+        assert!(!b.retry_same_server(client(7), &first, &tried));
+        let sibling = b.decide(client(7), 0).unwrap();
+        assert_eq!(sibling.name, first.name);
+        assert!(b.retry_same_server(client(7), &first, &tried));
+        // Only once: a second failure there moves the client after all.
+        let twice = vec![first.name.clone(), first.name.clone()];
+        assert!(!b.retry_same_server(client(7), &first, &twice));
     }
 
     #[test]
