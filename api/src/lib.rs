@@ -112,6 +112,30 @@ struct ErrorDetail<'a> {
     message: &'a str,
 }
 
+/// The error answers of every write, for the OpenAPI document (never constructed).
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+enum WriteErrors<'a> {
+    /// Invalid input; the message names the field.
+    #[response(status = 400)]
+    BadRequest(ErrorBody<'a>),
+    /// No or wrong token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody<'a>),
+    /// No such object.
+    #[response(status = 404)]
+    NotFound(ErrorBody<'a>),
+    /// Conflict; the message says with what (a drill: why it was refused).
+    #[response(status = 409)]
+    Conflict(ErrorBody<'a>),
+    /// Body larger than 16 MiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody<'a>),
+    /// No quorum: not committed.
+    #[response(status = 503)]
+    Unavailable(ErrorBody<'a>),
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -333,7 +357,7 @@ async fn stick_page(
     node.stick_page(&backend, &query).map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), request_body = StickImport, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), request_body = StickImport, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn stick_import(
     State(node): Node,
     Path(backend): Path<String>,
@@ -371,7 +395,7 @@ async fn stick_import(
     ))
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn stick_forget_all(
     State(node): Node,
     Path(backend): Path<String>,
@@ -382,7 +406,7 @@ async fn stick_forget_all(
     Ok(Json(serde_json::json!({ "revision": revision })))
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{backend}/stick/{key}", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("key" = String, Path, description = "client IP")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/backends/{backend}/stick/{key}", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("key" = String, Path, description = "client IP")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn stick_forget_one(
     State(node): Node,
     Path((backend, key)): Path<(String, String)>,
@@ -478,7 +502,7 @@ async fn get_frontend(
     Ok(Json(serde_json::to_value(frontend).unwrap_or_default()))
 }
 
-#[utoipa::path(put, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), request_body = Frontend, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), request_body = Frontend, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn put_frontend(
     State(node): Node,
     Path(name): Path<String>,
@@ -491,7 +515,7 @@ async fn put_frontend(
     Ok(revision_json(revision))
 }
 
-#[utoipa::path(delete, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn delete_frontend(
     State(node): Node,
     Path(name): Path<String>,
@@ -535,7 +559,7 @@ async fn get_backend(
     Ok(Json(backend_json(node.as_ref(), backend)))
 }
 
-#[utoipa::path(put, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), request_body = Backend, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), request_body = Backend, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn put_backend(
     State(node): Node,
     Path(name): Path<String>,
@@ -548,7 +572,7 @@ async fn put_backend(
     Ok(revision_json(revision))
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn delete_backend(
     State(node): Node,
     Path(name): Path<String>,
@@ -559,7 +583,7 @@ async fn delete_backend(
     Ok(revision_json(revision))
 }
 
-#[utoipa::path(put, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = Server, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = Server, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn put_server(
     State(node): Node,
     Path((backend, name)): Path<(String, String)>,
@@ -582,7 +606,7 @@ struct DeleteServerQuery {
     shutdown: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name"), DeleteServerQuery), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name"), DeleteServerQuery), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn delete_server(
     State(node): Node,
     Path((backend, server)): Path<(String, String)>,
@@ -609,7 +633,7 @@ struct AdminBody {
     admin: AdminState,
 }
 
-#[utoipa::path(post, path = "/v1/backends/{backend}/servers/{server}/state", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = AdminBody, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/backends/{backend}/servers/{server}/state", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = AdminBody, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn set_admin(
     State(node): Node,
     Path((backend, server)): Path<(String, String)>,
@@ -640,7 +664,7 @@ struct ApplyQuery {
 
 /// The whole model (the config file's `frontend` and `backend` lists, as JSON), applied
 /// as one change; answers the diff.
-#[utoipa::path(post, path = "/v1/apply", tag = "model", security(("token" = [])), params(ApplyQuery), request_body = ModelSpec, responses((status = 200, description = "the diff, and the new revision unless dry_run", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/apply", tag = "model", security(("token" = [])), params(ApplyQuery), request_body = ModelSpec, responses((status = 200, description = "the diff, and the new revision unless dry_run", body = serde_json::Value), WriteErrors))]
 async fn apply(
     State(node): Node,
     query: Result<Query<ApplyQuery>, axum::extract::rejection::QueryRejection>,
@@ -681,7 +705,7 @@ struct MemberBody {
     role: Role,
 }
 
-#[utoipa::path(post, path = "/v1/members", tag = "cluster", security(("token" = [])), request_body = MemberBody, responses((status = 200, description = "added", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/members", tag = "cluster", security(("token" = [])), request_body = MemberBody, responses((status = 200, description = "added", body = serde_json::Value), WriteErrors))]
 async fn add_member(
     State(node): Node,
     headers: HeaderMap,
@@ -699,7 +723,7 @@ async fn add_member(
     Ok(Json(serde_json::json!({ "added": m.id })))
 }
 
-#[utoipa::path(delete, path = "/v1/members/{id}", tag = "cluster", security(("token" = [])), params(("id" = u64, Path, description = "node id")), responses((status = 200, description = "removed", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such object", body = ErrorBody), (status = 409, description = "conflict", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/members/{id}", tag = "cluster", security(("token" = [])), params(("id" = u64, Path, description = "node id")), responses((status = 200, description = "removed", body = serde_json::Value), WriteErrors))]
 async fn remove_member(
     State(node): Node,
     Path(id): Path<u64>,
@@ -718,7 +742,7 @@ struct DrillBody {
     to: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/drills/failover", tag = "drills", security(("token" = [])), request_body(content = DrillBody, description = "optional"), responses((status = 202, description = "started: {id, from, to, state}", body = serde_json::Value), (status = 400, description = "invalid input; the message names the field", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 409, description = "refused: target not caught up, not healthy, not an lb node, already master", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "no quorum", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/drills/failover", tag = "drills", security(("token" = [])), request_body(content = DrillBody, description = "optional"), responses((status = 202, description = "started: {id, from, to, state}", body = serde_json::Value), WriteErrors))]
 async fn start_drill(
     State(node): Node,
     headers: HeaderMap,
@@ -1139,6 +1163,12 @@ mod tests {
             "/v1/drills/{id}",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
+        }
+        for (path, method) in [("/v1/apply", "post"), ("/v1/drills/failover", "post")] {
+            let responses = &doc["paths"][path][method]["responses"];
+            for code in ["400", "401", "404", "409", "413", "503"] {
+                assert!(responses[code].is_object(), "{path}: no {code} answer");
+            }
         }
         let server = &doc["components"]["schemas"]["Server"];
         assert_eq!(server["properties"]["addr"]["type"], "string");

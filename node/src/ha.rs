@@ -128,6 +128,18 @@ pub fn compare_tables<'a>(
     (local.len() as u64 - agreed, not_mirrored)
 }
 
+/// One lag reading: the count of bad readings in a row, and whether the node is far
+/// behind now. One good reading clears it; a short blip (a leader election) does not
+/// set it.
+pub fn far_behind_step(bad_in_a_row: u32, lag: Option<u64>) -> (u32, bool) {
+    let bad = if lag.is_none_or(|l| l > FAR_BEHIND_ENTRIES) {
+        bad_in_a_row.saturating_add(1)
+    } else {
+        0
+    };
+    (bad, bad >= FAR_BEHIND_CHECKS)
+}
+
 impl Ha {
     pub fn start(
         me: NodeId,
@@ -203,13 +215,10 @@ impl Ha {
         loop {
             let lag = self.replica.lag().await;
             self.lag.store(lag.unwrap_or(u64::MAX), Ordering::Relaxed);
-            if lag.is_none_or(|l| l > FAR_BEHIND_ENTRIES) {
-                bad = bad.saturating_add(1);
-            } else {
-                bad = 0;
-            }
+            let far_behind;
+            (bad, far_behind) = far_behind_step(bad, lag);
             if let Some((_, control)) = self.vrrp() {
-                control.set_far_behind(bad >= FAR_BEHIND_CHECKS);
+                control.set_far_behind(far_behind);
             }
             tokio::time::sleep(LAG_EVERY).await;
         }
@@ -692,6 +701,31 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([198, 18, 1, n])
+    }
+
+    #[test]
+    fn far_behind_needs_three_bad_readings_in_a_row_and_one_good_clears_it() {
+        let mut bad = 0;
+        let mut states = Vec::new();
+        for lag in [
+            Some(5_000),
+            None,
+            Some(0),
+            None,
+            Some(2_000),
+            None,
+            Some(9),
+            None,
+        ] {
+            let far;
+            (bad, far) = far_behind_step(bad, lag);
+            states.push(far);
+        }
+        assert_eq!(
+            states,
+            [false, false, false, false, false, true, false, false]
+        );
+        assert_eq!(far_behind_step(0, Some(FAR_BEHIND_ENTRIES)), (0, false));
     }
 
     #[test]
