@@ -629,10 +629,40 @@ impl View {
 
 /// A listening socket with IP_FREEBIND, so a standby can bind the VIP before it holds
 /// it, and SO_REUSEADDR so a restart does not wait for TIME_WAIT.
-pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Accept loops per listening port: one per core, so accepting scales like the rest.
+pub(crate) fn accept_loops() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
+}
+
+/// `n` sockets on `addr` sharing the port through SO_REUSEPORT, so the kernel spreads
+/// new connections over `n` accept loops instead of queueing them behind one.
+///
+/// SO_REUSEPORT would also let a second process (same user) join the group silently;
+/// a plain bind first makes a port that is already in use an error, as without it.
+pub(crate) fn listen_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    let probe = listen_socket(addr, false)?;
+    let addr = probe.local_addr()?.as_socket().unwrap_or(addr);
+    drop(probe);
+    if n <= 1 {
+        return Ok(vec![listen(addr)?]);
+    }
+    (0..n)
+        .map(|_| {
+            let socket = listen_socket(addr, true)?;
+            socket.listen(4096)?;
+            TcpListener::from_std(socket.into())
+        })
+        .collect()
+}
+
+fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    #[cfg(target_os = "linux")]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     #[cfg(target_os = "linux")]
     match addr {
         SocketAddr::V4(_) => socket.set_freebind(true)?,
@@ -643,6 +673,11 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = listen_socket(addr, false)?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
 }
@@ -773,6 +808,33 @@ mod tests {
             let one = b.decide(client(c), 0).unwrap().name.clone();
             assert_eq!(b.decide(client(c), 0).unwrap().name, one);
         }
+    }
+
+    #[tokio::test]
+    async fn a_listen_group_shares_one_port_and_a_second_group_on_it_is_refused() {
+        let group = listen_group(SocketAddr::from(([127, 0, 0, 1], 0)), 2).unwrap();
+        assert_eq!(group.len(), 2);
+        let port = group[0].local_addr().unwrap().port();
+        assert!(group.iter().all(|l| l.local_addr().unwrap().port() == port));
+        let again = listen_group(SocketAddr::from(([127, 0, 0, 1], port)), 2);
+        assert_eq!(
+            again.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AddrInUse),
+            "a port in use must stay an error with SO_REUSEPORT"
+        );
+        // Every connection is accepted by one of the group's sockets.
+        let mut accepted = 0;
+        for _ in 0..8 {
+            let _client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            tokio::select! {
+                r = group[0].accept() => { r.unwrap(); }
+                r = group[1].accept() => { r.unwrap(); }
+            }
+            accepted += 1;
+        }
+        assert_eq!(accepted, 8);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::{conn, listen, now_ms, ReplicationSink, ServerRt, View};
+use super::{accept_loops, conn, listen_group, now_ms, ReplicationSink, ServerRt, View};
 use crate::health::{self, Flip, Hysteresis};
 use crate::metrics::Metrics;
 
@@ -39,7 +39,8 @@ pub(super) struct ListenerSlot {
 struct Listener {
     slot: Arc<ListenerSlot>,
     local: SocketAddr,
-    task: JoinHandle<()>,
+    /// One accept loop per socket of the port's SO_REUSEPORT group.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 struct Checker {
@@ -178,8 +179,8 @@ impl DataPlane {
                 }
                 continue;
             }
-            match listen(*addr) {
-                Ok(listener) => opened.push((*addr, frontend.clone(), listener)),
+            match listen_group(*addr, accept_loops()) {
+                Ok(group) => opened.push((*addr, frontend.clone(), group)),
                 Err(source) => {
                     error!(frontend = %frontend, %addr, error = %source, "cannot listen");
                     errors.push(DataPlaneError::Bind {
@@ -192,14 +193,22 @@ impl DataPlane {
         }
         // The new view first: a connection accepted on a new port must find its frontend.
         self.view.store(next.clone());
-        for (addr, frontend, listener) in opened {
-            let local = listener.local_addr().unwrap_or(addr);
+        for (addr, frontend, group) in opened {
+            let local = group
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(addr);
             let slot = Arc::new(ListenerSlot {
                 frontend: ArcSwap::from_pointee(frontend.clone()),
             });
-            info!(frontend = %frontend, addr = %local, "listening");
-            let task = tokio::spawn(conn::accept_loop(self.clone(), slot.clone(), listener));
-            rt.listeners.insert(addr, Listener { slot, local, task });
+            info!(frontend = %frontend, addr = %local, sockets = group.len(), "listening");
+            let tasks = group
+                .into_iter()
+                .map(|listener| {
+                    tokio::spawn(conn::accept_loop(self.clone(), slot.clone(), listener))
+                })
+                .collect();
+            rt.listeners.insert(addr, Listener { slot, local, tasks });
         }
         let gone: Vec<SocketAddr> = rt
             .listeners
@@ -210,7 +219,7 @@ impl DataPlane {
         for addr in gone {
             if let Some(l) = rt.listeners.remove(&addr) {
                 info!(addr = %l.local, "closing listener (established connections stay)");
-                l.task.abort();
+                l.tasks.iter().for_each(JoinHandle::abort);
             }
         }
         self.sync_checkers(&mut rt, &next);
@@ -301,7 +310,7 @@ impl DataPlane {
         rt.stopped = true;
         self.ready.store(false, Ordering::Relaxed);
         for (_, l) in std::mem::take(&mut rt.listeners) {
-            l.task.abort();
+            l.tasks.iter().for_each(JoinHandle::abort);
         }
         for (_, c) in std::mem::take(&mut rt.checkers) {
             c.task.abort();
