@@ -37,8 +37,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run a demo on loopback: one node and three demo backends, with an embedded config.
+    /// Run a demo cluster: 2 lb nodes + a witness and three demo backends on loopback
+    /// (VRRP over UDP, no VIP), or with --netns (root) in network namespaces with a VIP.
     Demo(ballast_node::demo::DemoArgs),
+    /// The demo's self-check: clients with one socket per port must each stay on one server.
+    DemoCheck(ballast_node::demo::CheckArgs),
     /// Run one demo echo backend (greets with its name, echoes bytes), for labs.
     DemoBackend(ballast_node::demo::BackendArgs),
     /// Query and change a running cluster through a node's REST API.
@@ -94,9 +97,15 @@ fn main() -> ExitCode {
             init_logging(cli.log_format, "warn");
             report(runtime().and_then(|rt| rt.block_on(ballast_node::demo::run_backend(args))))
         }
-        Command::Demo(args) => {
-            // The demo talks to a person on stdout; per-connection logs would drown it.
+        Command::DemoCheck(args) => {
             init_logging(cli.log_format, "warn");
+            report(runtime().and_then(|rt| rt.block_on(ballast_node::demo::run_check(args))))
+        }
+        Command::Demo(args) => {
+            // The demo talks to a person on stdout. Its three nodes start one after the
+            // other in one process, so their start-up warnings (peers not up yet) and
+            // per-connection logs would drown that; RUST_LOG=info shows everything.
+            init_logging(cli.log_format, "error,openraft=off");
             report(runtime().and_then(|rt| rt.block_on(ballast_node::demo::run(args))))
         }
     }

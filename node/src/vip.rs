@@ -131,13 +131,17 @@ impl Vip {
     /// Starts the instance. Needs CAP_NET_RAW and CAP_NET_ADMIN.
     pub fn start(section: &VrrpSection, plane: Arc<DataPlane>) -> anyhow::Result<Vip> {
         let cfg = instance_config(section)?;
+        let hint = match cfg.transport {
+            ballast_vrrp::driver::Transport::Raw => {
+                "it needs CAP_NET_RAW and CAP_NET_ADMIN: run as root or grant them"
+            }
+            ballast_vrrp::driver::Transport::Udp { .. } => {
+                "check vrrp.udp_listen: an address of this host, with the port free"
+            }
+        };
         let (penalty_tx, penalty_rx) = watch::channel(0u8);
-        let handle = ballast_vrrp::driver::VrrpInstance::spawn(cfg, penalty_rx).with_context(|| {
-            format!(
-                "vrrp on {}: cannot start (it needs CAP_NET_RAW and CAP_NET_ADMIN: run as root or grant them)",
-                section.interface
-            )
-        })?;
+        let handle = ballast_vrrp::driver::VrrpInstance::spawn(cfg, penalty_rx)
+            .with_context(|| format!("vrrp on {}: cannot start ({hint})", section.interface))?;
         let floor_penalty = section.priority.saturating_sub(1);
         let control = Arc::new(VipControl {
             resigner: handle.resigner(),

@@ -10,7 +10,8 @@
 //!             -> Vec<Action>, next_deadline(); no clock, no I/O
 //!   driver  — (Linux) one tokio task per virtual router: raw socket (pnet,
 //!             receive loop on its own thread), VIPs via rtnetlink, GARP via
-//!             pnet datalink, notify command, status watch channel
+//!             pnet datalink, notify command, status watch channel; or, for
+//!             demos and labs without root, the same packets over UDP (no VIP)
 //! ```
 //!
 //! The crate is multi-instance: every virtual router is an independent
