@@ -758,6 +758,18 @@ pub fn render_status(v: &Value) -> String {
             ),
         ),
     ];
+    if !v["caught_up"].is_null() {
+        let lag = match v["lag_entries"].as_u64() {
+            Some(n) => format!("{n} entries behind the leader"),
+            None => "no leader reachable".into(),
+        };
+        let state = if v["caught_up"] == true {
+            "caught up"
+        } else {
+            "not caught up"
+        };
+        pairs.push(("replica", format!("{state} ({lag})")));
+    }
     if !v["journal_pending"].is_null() {
         pairs.push((
             "journal",
@@ -1584,6 +1596,7 @@ mod tests {
                      "members": {"1": {"raft": "10.0.0.1:9091", "api": "10.0.0.1:9090", "role": "lb"},
                                  "3": {"raft": "10.0.0.3:9091", "api": "10.0.0.3:9090", "role": "witness"}},
                      "voters": [1, 3], "revision": 42},
+            "caught_up": true, "lag_entries": 0,
             "journal_pending": 0,
             "health": {"b": {"s1": {"effective_up": true, "admin": "ready", "reports": {}},
                              "s2": {"effective_up": false, "admin": "drain", "reports": {}}}},
@@ -1595,6 +1608,7 @@ mod tests {
             "node      1 (lb)\n\
              revision  42\n\
              raft      Leader, leader 1, term 3, last log 57, applied 57, snapshot -\n\
+             replica   caught up (0 entries behind the leader)\n\
              journal   0 stick decisions pending\n\
              vrrp      off\n\
              \n\
