@@ -25,11 +25,16 @@
 //! - `api`: /healthz, /readyz, /metrics; several binds and an IP_FREEBIND address.
 //! - `config_errors`: `ballast check` on good and bad configs.
 //! - `cluster`: issue 3, several nodes replicating through Raft.
+//! - `demo`: `ballast demo` as a user runs it: the loopback cluster's self-check, a clean
+//!   stop on SIGINT, and (root) the namespace lab leaving nothing behind.
+//! - `ha`: issue 6, the HA pair (2 lb + witness, VIP) under the mission load in namespaces.
 
 mod api;
 mod balance;
 mod cluster;
 mod config_errors;
+mod demo;
+mod ha;
 mod harness;
 mod health;
 mod queue;

@@ -24,7 +24,7 @@
 mod fixture;
 mod helper;
 #[path = "../../../vrrp/tests/lab/mod.rs"]
-mod lab;
+pub(crate) mod lab;
 
 use std::time::Duration;
 
