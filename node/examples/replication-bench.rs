@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let after_state = rss_bytes();
     let mut table = StickTable::new(1_000_000, 16 * 3_600_000);
     for (k, server, last_seen_ms) in state.sticks["b"].iter() {
-        table.merge(k, server.clone(), last_seen_ms);
+        let _ = table.merge(k, server.clone(), last_seen_ms);
     }
     let after_table = rss_bytes();
     let per_state = after_state.saturating_sub(before) as f64 / f64::from(n);

@@ -48,6 +48,8 @@ pub struct Journal {
     capacity: usize,
     pub dropped: AtomicU64,
     pub proposed: AtomicU64,
+    /// Decisions taken out for a proposal that has not answered yet.
+    in_flight: AtomicU64,
     pub failed_proposals: AtomicU64,
 }
 
@@ -58,9 +60,16 @@ impl Journal {
             wake: Notify::new(),
             capacity,
             dropped: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             proposed: AtomicU64::new(0),
             failed_proposals: AtomicU64::new(0),
         }
+    }
+
+    /// Nothing pending and no proposal waiting for its commit: every decision made so
+    /// far is committed (or, without quorum, still pending).
+    pub fn is_idle(&self) -> bool {
+        self.is_empty() && self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Proposes what is pending now instead of at the next batch interval.
@@ -177,19 +186,23 @@ pub async fn flush_loop(journal: Arc<Journal>, replica: Arc<Replica>) {
                 break;
             }
             let count: usize = batches.iter().map(|b| b.updates.len()).sum();
-            match replica
+            journal.in_flight.fetch_add(count as u64, Ordering::AcqRel);
+            let result = replica
                 .propose(Command::Stick {
                     origin: me,
                     batches: batches.clone(),
                 })
-                .await
-            {
+                .await;
+            match result {
                 Ok(_) => {
                     journal.proposed.fetch_add(count as u64, Ordering::Relaxed);
+                    journal.in_flight.fetch_sub(count as u64, Ordering::AcqRel);
                 }
                 Err(e) => {
                     journal.failed_proposals.fetch_add(1, Ordering::Relaxed);
+                    // Back in the journal before it stops counting as in flight.
                     journal.restore_sticks(batches);
+                    journal.in_flight.fetch_sub(count as u64, Ordering::AcqRel);
                     if !failing {
                         warn!(error = %e, pending = journal.len(), "stick decisions kept in the local journal until the cluster has a quorum again");
                     }

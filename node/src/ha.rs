@@ -43,6 +43,7 @@ pub const CAUGHT_UP_ENTRIES: u64 = 32;
 /// checks in a row, an lb node lowers its VRRP priority: it may lack current entries.
 pub const FAR_BEHIND_ENTRIES: u64 = 1_000;
 const FAR_BEHIND_CHECKS: u32 = 3;
+const LEADERLESS_CHECKS: u32 = 10;
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// A drill is acted on only while this fresh: a restarted node replaying its log must
 /// not resign because of an old drill.
@@ -96,6 +97,15 @@ pub struct Ha {
     lag: AtomicU64,
     /// The planned drill this node takes part in, for labelling VRRP transitions.
     active_drill: Mutex<Option<ActiveDrill>>,
+    /// This node's current mastership: when it began and its first gratuitous ARP
+    /// (later bursts repeat it; the first is the one clients act on).
+    mastership: Mutex<Option<Mastership>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mastership {
+    became_ms: u64,
+    first_garp_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,16 +138,31 @@ pub fn compare_tables<'a>(
     (local.len() as u64 - agreed, not_mirrored)
 }
 
-/// One lag reading: the count of bad readings in a row, and whether the node is far
-/// behind now. One good reading clears it; a short blip (a leader election) does not
-/// set it.
-pub fn far_behind_step(bad_in_a_row: u32, lag: Option<u64>) -> (u32, bool) {
-    let bad = if lag.is_none_or(|l| l > FAR_BEHIND_ENTRIES) {
-        bad_in_a_row.saturating_add(1)
-    } else {
-        0
-    };
-    (bad, bad >= FAR_BEHIND_CHECKS)
+/// Hysteresis over lag readings: far behind after [`FAR_BEHIND_CHECKS`] readings in a
+/// row more than [`FAR_BEHIND_ENTRIES`] behind, or [`LEADERLESS_CHECKS`] without a
+/// reachable leader; one good reading clears it. An election (a few seconds without a
+/// leader, on every node at once) must not lower every lb node's priority together.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FarBehind {
+    behind: u32,
+    leaderless: u32,
+}
+
+impl FarBehind {
+    pub fn step(&mut self, lag: Option<u64>) -> bool {
+        match lag {
+            None => {
+                self.leaderless = self.leaderless.saturating_add(1);
+                self.behind = 0;
+            }
+            Some(l) if l > FAR_BEHIND_ENTRIES => {
+                self.behind = self.behind.saturating_add(1);
+                self.leaderless = 0;
+            }
+            Some(_) => *self = FarBehind::default(),
+        }
+        self.behind >= FAR_BEHIND_CHECKS || self.leaderless >= LEADERLESS_CHECKS
+    }
 }
 
 impl Ha {
@@ -159,6 +184,7 @@ impl Ha {
             }),
             lag: AtomicU64::new(u64::MAX),
             active_drill: Mutex::new(None),
+            mastership: Mutex::new(None),
         });
         let reporter = ha.clone();
         replica.set_reporter(Arc::new(move || reporter.report()));
@@ -211,12 +237,11 @@ impl Ha {
     }
 
     async fn lag_loop(self: Arc<Self>) {
-        let mut bad = 0u32;
+        let mut far = FarBehind::default();
         loop {
             let lag = self.replica.lag().await;
             self.lag.store(lag.unwrap_or(u64::MAX), Ordering::Relaxed);
-            let far_behind;
-            (bad, far_behind) = far_behind_step(bad, lag);
+            let far_behind = far.step(lag);
             if let Some((_, control)) = self.vrrp() {
                 control.set_far_behind(far_behind);
             }
@@ -439,7 +464,16 @@ impl Ha {
             }
             if now.transitions != last.transitions {
                 if let Some(t) = now.last_transition {
+                    *self.mastership.lock() = (t.to == VrrpState::Master).then(|| Mastership {
+                        became_ms: ms(t.at),
+                        first_garp_ms: None,
+                    });
                     self.on_transition(t.from, t.to, t.reason, ms(t.at), previous_master, &now);
+                }
+            }
+            if now.last_garp != last.last_garp {
+                if let (Some(m), Some(at)) = (self.mastership.lock().as_mut(), now.last_garp) {
+                    m.first_garp_ms.get_or_insert(ms(at));
                 }
             }
             last = now;
@@ -465,6 +499,11 @@ impl Ha {
             })
         };
         let drill = drill.filter(fresh);
+        if from == VrrpState::Master {
+            if let Some(lb) = &self.lb {
+                lb.plane.release_vip_connections();
+            }
+        }
         match (from, to) {
             (VrrpState::Master, VrrpState::Backup) if reason == TransitionReason::Resigned => {
                 if let Some(d) = drill.filter(|d| d.from == Some(self.me)) {
@@ -552,7 +591,7 @@ impl Ha {
     async fn unplanned(self: Arc<Self>, old_master: IpAddr, at_ms: u64) {
         let from = self.member_by_ip(old_master);
         warn!(old_master = %old_master, ?from, "unplanned takeover: this node is VRRP master now");
-        let Some(id) = self
+        if self
             .commit(Command::DrillStart {
                 kind: DrillKind::Unplanned,
                 from,
@@ -561,8 +600,25 @@ impl Ha {
                 reporter: self.me,
             })
             .await
-        else {
+            .is_none()
+        {
             return;
+        }
+        // The revision answered is the record's id unless a retry found it already
+        // open; the committed state says which.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let id = loop {
+            let id = self
+                .replica
+                .read(|a| a.state.drill_id(DrillKind::Unplanned, self.me, at_ms));
+            match id {
+                Some(id) => break id,
+                // Committed on the leader; applied here a moment later.
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                None => return,
+            }
         };
         self.new_master_part(id, at_ms, false).await;
     }
@@ -574,7 +630,7 @@ impl Ha {
         self.event(id, DrillStep::VipReleased, released_ms).await;
         let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
         lb.journal.flush_now();
-        while !lb.journal.is_empty() && tokio::time::Instant::now() < deadline {
+        while !lb.journal.is_idle() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         while self.replica.lag().await != Some(0) && tokio::time::Instant::now() < deadline {
@@ -593,20 +649,23 @@ impl Ha {
     /// The new master's part: its VRRP milestones, its first client, Raft leadership,
     /// and its tables once it has everything the old master committed.
     async fn new_master_part(self: Arc<Self>, id: u64, became_ms: u64, planned: bool) {
-        let Some((observer, _)) = self.vrrp().cloned() else {
+        if self.vrrp().is_none() {
             return;
-        };
+        }
         self.event(id, DrillStep::BecameMaster, became_ms).await;
-        let mut status = observer.subscribe();
-        let garp = tokio::time::timeout(
-            FLUSH_WAIT,
-            status.wait_for(|s| s.last_garp.is_some_and(|g| ms(g) + 1 >= became_ms)),
-        )
-        .await
-        .ok()
-        .and_then(|s| s.ok().and_then(|s| s.last_garp));
-        if let Some(at) = garp {
-            self.event(id, DrillStep::GarpSent, ms(at)).await;
+        let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+        loop {
+            let garp = (*self.mastership.lock())
+                .filter(|m| m.became_ms == became_ms)
+                .and_then(|m| m.first_garp_ms);
+            if let Some(at) = garp {
+                self.event(id, DrillStep::GarpSent, at).await;
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let me = self.clone();
         tokio::spawn(async move {
@@ -704,28 +763,19 @@ mod tests {
     }
 
     #[test]
-    fn far_behind_needs_three_bad_readings_in_a_row_and_one_good_clears_it() {
-        let mut bad = 0;
-        let mut states = Vec::new();
-        for lag in [
-            Some(5_000),
-            None,
-            Some(0),
-            None,
-            Some(2_000),
-            None,
-            Some(9),
-            None,
-        ] {
-            let far;
-            (bad, far) = far_behind_step(bad, lag);
-            states.push(far);
-        }
-        assert_eq!(
-            states,
-            [false, false, false, false, false, true, false, false]
-        );
-        assert_eq!(far_behind_step(0, Some(FAR_BEHIND_ENTRIES)), (0, false));
+    fn far_behind_needs_readings_in_a_row_and_one_good_clears_it() {
+        let mut far = FarBehind::default();
+        let behind: Vec<bool> = [Some(5_000), Some(5_000), Some(5_000), Some(9), Some(5_000)]
+            .into_iter()
+            .map(|lag| far.step(lag))
+            .collect();
+        assert_eq!(behind, [false, false, true, false, false]);
+        // Without a leader (an election) it takes ten readings.
+        let mut far = FarBehind::default();
+        let leaderless: Vec<bool> = (0..10).map(|_| far.step(None)).collect();
+        assert_eq!(leaderless.iter().filter(|b| **b).count(), 1);
+        assert!(leaderless[9]);
+        assert!(!far.step(Some(FAR_BEHIND_ENTRIES)));
     }
 
     #[test]

@@ -241,10 +241,23 @@ impl StickTable {
     /// Takes in a decision another node made (replicated). The newest decision wins; an
     /// older one changes nothing. The local open count is kept: connections this node
     /// holds are still open whatever server new sockets go to.
-    pub fn merge(&mut self, key: IpAddr, server: ServerName, last_seen_ms: u64) {
+    ///
+    /// Returns this node's entry when it is newer and names another server: the
+    /// cluster committed a decision this node has overtaken (two masters during a
+    /// partition decided differently). The caller re-proposes it, so the replicated
+    /// table converges on the newest decision instead of keeping the stale one until
+    /// the client's next close.
+    #[must_use]
+    pub fn merge(
+        &mut self,
+        key: IpAddr,
+        server: ServerName,
+        last_seen_ms: u64,
+    ) -> Option<(ServerName, u64)> {
         if let Some(slot) = self.entries.get(&key).copied() {
             if last_seen_ms < slot.last_seen_ms {
-                return;
+                let mine = self.servers[usize::from(slot.server)].clone();
+                return (mine != server).then_some((mine, slot.last_seen_ms));
             }
             let index = self.intern(&server);
             self.move_active(slot, index);
@@ -252,7 +265,7 @@ impl StickTable {
                 slot.server = index;
                 slot.last_seen_ms = last_seen_ms;
             }
-            return;
+            return None;
         }
         self.make_room();
         let index = self.intern(&server);
@@ -264,6 +277,7 @@ impl StickTable {
                 server: index,
             },
         );
+        None
     }
 
     /// Clients with open connections here, for refreshing their replicated entries.
@@ -597,9 +611,12 @@ mod tests {
     fn merge_takes_newer_decisions_and_keeps_local_connections() {
         let mut t = StickTable::new(10, HOUR);
         connect(&mut t, ip(1), 100, "s1");
-        t.merge(ip(1), name("s2"), 50); // older: ignored
+        // Older: ignored, and this node's newer decision comes back to re-propose.
+        assert_eq!(t.merge(ip(1), name("s2"), 50), Some((name("s1"), 100)));
         assert_eq!(t.get(&ip(1)).unwrap().server.as_ref(), "s1");
-        t.merge(ip(1), name("s2"), 200);
+        // Older but the same server: nothing to re-propose.
+        assert_eq!(t.merge(ip(1), name("s1"), 60), None);
+        assert_eq!(t.merge(ip(1), name("s2"), 200), None);
         let e = t.get(&ip(1)).unwrap();
         assert_eq!((e.server.as_ref(), e.open), ("s2", 1));
         assert_eq!(
@@ -610,7 +627,7 @@ mod tests {
             vec![ip(1)]
         );
         // A peer's client is idle here and expires like any other.
-        t.merge(ip(2), name("s1"), 0);
+        let _ = t.merge(ip(2), name("s1"), 0);
         assert_eq!(t.sweep(HOUR), 1);
         assert!(t.get(&ip(2)).is_none());
     }
@@ -653,14 +670,14 @@ mod tests {
         assert_eq!(t.active_clients("s1"), 2);
         t.reassign(ip(2), &s1, |_| Some(name("s2")));
         assert_eq!((t.active_clients("s1"), t.active_clients("s2")), (1, 1));
-        t.merge(ip(1), name("s3"), 10);
+        let _ = t.merge(ip(1), name("s3"), 10);
         assert_eq!((t.active_clients("s1"), t.active_clients("s3")), (0, 1));
         t.release(ip(1), 11);
         assert_eq!(t.active_clients("s3"), 1, "one of two sockets closed");
         t.release(ip(1), 12);
         assert_eq!(t.active_clients("s3"), 0);
         t.release(ip(1), 13); // an extra release never underflows
-        t.merge(ip(9), name("s1"), 5); // a peer's idle client is not active here
+        let _ = t.merge(ip(9), name("s1"), 5); // a peer's idle client is not active here
         assert_eq!(t.active_clients("s1"), 0);
         connect(&mut t, ip(9), 20, "s2"); // idle entry becomes active on its server
         assert_eq!(t.active_clients("s1"), 1);

@@ -131,6 +131,7 @@ impl Vip {
     /// Starts the instance. Needs CAP_NET_RAW and CAP_NET_ADMIN.
     pub fn start(section: &VrrpSection, plane: Arc<DataPlane>) -> anyhow::Result<Vip> {
         let cfg = instance_config(section)?;
+        plane.set_vips(cfg.virtual_ips.iter().map(|v| v.addr).collect());
         let hint = match cfg.transport {
             ballast_vrrp::driver::Transport::Raw => {
                 "it needs CAP_NET_RAW and CAP_NET_ADMIN: run as root or grant them"

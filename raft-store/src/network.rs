@@ -132,6 +132,9 @@ pub struct Progress {
     pub leader: Option<NodeId>,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// Milliseconds since this node last heard from a leader (AppendEntries, heartbeats
+    /// included); 0 on the leader itself, `None` when it never has.
+    pub leader_contact_ms: Option<u64>,
 }
 
 /// What a node tells peers (and the API) about its fitness to be master.
@@ -360,7 +363,19 @@ async fn serve_peer(
             }
         };
         let reply = match request {
-            Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
+            Request::AppendEntries(rpc) => {
+                let reply = raft.append_entries(rpc).await;
+                // Anything but a higher vote means a current leader reached us.
+                if matches!(
+                    reply,
+                    Ok(AppendEntriesResponse::Success
+                        | AppendEntriesResponse::PartialSuccess(_)
+                        | AppendEntriesResponse::Conflict)
+                ) {
+                    *local.last_append.lock() = Some(tokio::time::Instant::now());
+                }
+                Reply::AppendEntries(reply)
+            }
             Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Request::InstallSnapshot(rpc) => {
                 Reply::InstallSnapshot(raft.install_snapshot(rpc).await)
@@ -400,6 +415,8 @@ pub struct Local {
     /// win an election. openraft 0.9 has no leadership transfer of its own.
     stepping_down: parking_lot::Mutex<Option<tokio::time::Instant>>,
     reporter: parking_lot::RwLock<Option<Reporter>>,
+    /// When a leader's AppendEntries last arrived (see [`Progress::leader_contact_ms`]).
+    last_append: parking_lot::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Local {
@@ -409,7 +426,16 @@ impl Local {
             me,
             stepping_down: parking_lot::Mutex::new(None),
             reporter: parking_lot::RwLock::new(None),
+            last_append: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Milliseconds since a leader was last heard from (0 when this node leads).
+    pub fn leader_contact_ms(&self) -> Option<u64> {
+        if self.raft.metrics().borrow().state == openraft::ServerState::Leader {
+            return Some(0);
+        }
+        (*self.last_append.lock()).map(|t| t.elapsed().as_millis() as u64)
     }
 
     pub fn set_reporter(&self, reporter: Reporter) {
@@ -428,6 +454,7 @@ impl Local {
             leader: m.current_leader,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader_contact_ms: self.leader_contact_ms(),
         }
     }
 

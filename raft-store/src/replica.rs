@@ -114,6 +114,8 @@ pub struct Replica {
 
 /// Reports and progress queries between nodes: small answers, quickly or not at all.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a follower that cannot hear a leader checks whether its peers can.
+const ELECTION_GATE_EVERY: Duration = Duration::from_millis(500);
 /// Between election attempts while campaigning for leadership.
 const CAMPAIGN_RETRY: Duration = Duration::from_millis(400);
 
@@ -212,6 +214,9 @@ impl Replica {
         }
         replica.spawn_seeder(options.seed);
         replica.spawn_sweeper(options.timing.sweep_every);
+        if options.raft_listen.is_some() {
+            replica.spawn_election_gate(options.timing.clone());
+        }
         Ok(replica)
     }
 
@@ -240,6 +245,66 @@ impl Replica {
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        self.tasks.lock().push(task);
+    }
+
+    /// openraft 0.9 has no pre-vote: a follower cut off from a leader that is alive
+    /// for everyone else stands for election again and again, and its ever higher term
+    /// deposes that leader the moment the link heals (an election, writes waiting,
+    /// leadership moving away from the VRRP master). So a follower that has not heard
+    /// from a leader asks its peers first; while one of them still hears a leader, it
+    /// does not stand. When the leader is really gone nobody hears it, and elections
+    /// resume within a check or two.
+    fn spawn_election_gate(self: &Arc<Self>, timing: Timing) {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let mut allowed = true;
+            loop {
+                tokio::time::sleep(ELECTION_GATE_EVERY).await;
+                let leading = me.raft.metrics().borrow().state == openraft::ServerState::Leader;
+                if leading || me.local.is_stepping_down() {
+                    continue;
+                }
+                let heard_ms = me.local.leader_contact_ms();
+                let cut_off = heard_ms.is_none_or(|ms| ms > timing.election_max.as_millis() as u64);
+                let mut leader_alive_elsewhere = false;
+                if cut_off {
+                    let peers: Vec<NodeId> = me
+                        .status()
+                        .members
+                        .keys()
+                        .copied()
+                        .filter(|id| *id != me.id)
+                        .collect();
+                    for peer in peers {
+                        let asked =
+                            tokio::time::timeout(ELECTION_GATE_EVERY, me.progress_of(peer)).await;
+                        if let Ok(Ok(p)) = asked {
+                            if p.leader_contact_ms
+                                .is_some_and(|ms| ms < timing.election_min.as_millis() as u64)
+                            {
+                                leader_alive_elsewhere = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                let allow = !leader_alive_elsewhere;
+                if allow != allowed {
+                    info!(
+                        allow,
+                        "elections {}",
+                        if allow {
+                            "allowed again"
+                        } else {
+                            "held back: a peer still hears the leader this node cannot reach"
+                        }
+                    );
+                    me.raft.runtime_config().elect(allow);
+                    allowed = allow;
+                }
             }
         });
         self.tasks.lock().push(task);
@@ -423,7 +488,8 @@ impl Replica {
     /// Makes this node the Raft leader, so that the VRRP master's stick writes stay
     /// local. Asks the current leader to step down, then stands for election until it
     /// wins, `within` passes or `wanted` turns false (this node is no longer the VRRP
-    /// master). Never blocks anything but the caller.
+    /// master). Never stands against a leader that did not agree. Never blocks anything
+    /// but the caller.
     pub async fn campaign(&self, within: Duration, wanted: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         let mut asked: Option<NodeId> = None;
@@ -460,8 +526,16 @@ impl Replica {
             if tokio::time::Instant::now() >= deadline {
                 return self.is_leader();
             }
-            // Rejected while the followers' leader lease runs; repeated until it ends.
-            let _ = self.raft.trigger().elect().await;
+            // Stand only when the leader agreed to step down, or there is none. A
+            // leader we cannot reach may be alive for the others (we are cut off):
+            // standing then would only inflate our term and depose it when the link
+            // heals. If it is dead, Raft's own election replaces it, and we ask the
+            // winner on the next round.
+            let leader = self.leader();
+            if leader.is_none() || (leader.is_some() && leader == asked) {
+                // Rejected while the followers' leader lease runs; repeated until it ends.
+                let _ = self.raft.trigger().elect().await;
+            }
             tokio::time::sleep(CAMPAIGN_RETRY).await;
         }
     }

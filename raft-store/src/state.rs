@@ -311,6 +311,14 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// The record a `DrillStart` with these fields opened, if any.
+    pub fn drill_id(&self, kind: DrillKind, to: NodeId, started_ms: u64) -> Option<u64> {
+        self.drills
+            .values()
+            .find(|r| r.kind == kind && r.to == to && r.started_ms == started_ms)
+            .map(|r| r.id)
+    }
+
     pub fn apply(&mut self, command: Command) -> (Response, Change) {
         match self.apply_inner(command) {
             Ok(Some(change)) => {
@@ -561,6 +569,10 @@ impl ClusterState {
                 started_ms,
                 reporter,
             } => {
+                // A retried proposal (its answer was lost) must not open a second record.
+                if self.drill_id(kind, to, started_ms).is_some() {
+                    return Ok(None);
+                }
                 let id = self.revision + 1;
                 self.drills.insert(
                     id,
@@ -883,5 +895,49 @@ mod tests {
             t.get(&ip(1)).unwrap().0,
             t.get(&ip(2)).unwrap().0
         ));
+    }
+    #[test]
+    fn a_drill_start_opens_one_record_even_when_proposed_twice() {
+        let mut state = ClusterState::default();
+        let start = Command::DrillStart {
+            kind: DrillKind::Unplanned,
+            from: Some(1),
+            to: 2,
+            started_ms: 1_000,
+            reporter: 2,
+        };
+        let (first, change) = state.apply(start.clone());
+        assert_eq!(change, Change::Drill { id: first.revision });
+        let (again, change) = state.apply(start);
+        assert_eq!(change, Change::None);
+        assert_eq!(again.revision, first.revision);
+        assert_eq!(state.drills.len(), 1);
+        assert_eq!(
+            state.drill_id(DrillKind::Unplanned, 2, 1_000),
+            Some(first.revision)
+        );
+        let event = Command::DrillEvent {
+            id: first.revision,
+            event: DrillEvent {
+                node: 2,
+                step: DrillStep::BecameMaster,
+                at_ms: 1_000,
+            },
+        };
+        assert_eq!(
+            state.apply(event.clone()).1,
+            Change::Drill { id: first.revision }
+        );
+        assert_eq!(
+            state.apply(event).1,
+            Change::None,
+            "an event is recorded once"
+        );
+        let missing = Command::DrillSnapshot {
+            id: 99,
+            node: 2,
+            snapshot: NodeSnapshot::default(),
+        };
+        assert!(state.apply(missing).0.error.is_some());
     }
 }

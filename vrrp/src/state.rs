@@ -266,7 +266,13 @@ pub struct Router {
     master_addr: Option<IpAddr>,
     /// Preemption is allowed from this time on (startup + preempt_delay).
     preempt_from: Duration,
+    /// As master, when a lower-priority master may next make us re-announce.
+    reannounce_from: Duration,
 }
+
+/// At most one re-announcement (advert + gratuitous ARP) per this many
+/// centiseconds when another router claims mastership with a lower priority.
+const REANNOUNCE_GAP_CS: u32 = 100;
 
 impl Router {
     /// A router in Initialize. Call `validate` on the config first; a
@@ -283,6 +289,7 @@ impl Router {
             timer: None,
             master_addr: None,
             preempt_from: Duration::ZERO,
+            reannounce_from: Duration::ZERO,
         }
     }
 
@@ -523,8 +530,22 @@ impl Router {
                     // interval for our Master_Down_Interval.
                     self.master_adver_interval_cs = interval;
                     self.become_backup(now, TransitionReason::Preempted, Some(a.src), out);
+                } else if now >= self.reannounce_from {
+                    // RFC 9568 §6.4.3 discards it; our next advert makes the
+                    // other step down. But two masters means a split just
+                    // healed, and hosts that learnt the other's MAC for the VIP
+                    // keep it until their ARP entry ages out (tens of seconds):
+                    // advertise and announce the VIP now, as keepalived does
+                    // (`vrrp_garp_lower_prio_repeat`). Rate-limited.
+                    out.push(Action::SendAdvert {
+                        priority: self.priority,
+                    });
+                    out.push(Action::SendGratuitousArp);
+                    self.timer = Some(Timer::Adver(
+                        now + cs(u32::from(self.cfg.advert_interval_cs)),
+                    ));
+                    self.reannounce_from = now + cs(REANNOUNCE_GAP_CS);
                 }
-                // Else discard: our next advert makes the other step down.
             }
         }
     }
@@ -743,8 +764,14 @@ mod tests {
         let mut r = router(100, 11);
         r.handle(ms(0), Event::Startup);
         r.handle(ms(3600), Event::Timer);
-        // Same priority, lower address: we stay.
-        assert_eq!(r.handle(ms(3700), adv(10, 100, 100)), vec![]);
+        // Same priority, lower address: we stay, and re-announce (a split healed).
+        assert_eq!(
+            r.handle(ms(3700), adv(10, 100, 100)),
+            vec![
+                Action::SendAdvert { priority: 100 },
+                Action::SendGratuitousArp
+            ]
+        );
         assert_eq!(r.state(), Master);
         // Same priority, higher address: we yield.
         let a = r.handle(ms(3800), adv(12, 100, 100));
@@ -752,11 +779,12 @@ mod tests {
     }
 
     #[test]
-    fn master_ignores_lower_priority_and_answers_priority_zero() {
+    fn master_keeps_the_role_over_lower_priority_and_answers_priority_zero() {
         let mut r = router(100, 11);
         r.handle(ms(0), Event::Startup);
         r.handle(ms(3600), Event::Timer);
-        assert_eq!(r.handle(ms(3700), adv(12, 50, 100)), vec![]);
+        r.handle(ms(3700), adv(12, 50, 100));
+        assert_eq!(r.state(), Master);
         assert_eq!(
             r.handle(ms(3800), adv(12, 0, 100)),
             vec![Action::SendAdvert { priority: 100 }]
@@ -818,6 +846,27 @@ mod tests {
         r.handle(ms(4000), Event::Resign);
         let a = r.handle(ms(4000 + 3600), Event::Timer);
         assert_eq!(a[0], tr(Backup, Master, R::MasterDown));
+    }
+
+    #[test]
+    fn a_master_hearing_a_lower_master_reannounces_at_most_once_a_second() {
+        let mut r = router(150, 11);
+        r.handle(ms(0), Event::Startup);
+        r.handle(ms(3600), Event::Timer);
+        assert_eq!(r.state(), Master);
+        let announce = vec![
+            Action::SendAdvert { priority: 150 },
+            Action::SendGratuitousArp,
+        ];
+        // A healed split: the other master still advertises, at priority 100.
+        assert_eq!(r.handle(ms(3700), adv(12, 100, 100)), announce);
+        assert_eq!(r.handle(ms(4200), adv(12, 100, 100)), vec![]);
+        assert_eq!(
+            r.handle(ms(4700), Event::Timer),
+            vec![Action::SendAdvert { priority: 150 }]
+        );
+        assert_eq!(r.handle(ms(4750), adv(12, 100, 100)), announce);
+        assert_eq!(r.state(), Master);
     }
 
     #[test]

@@ -68,7 +68,23 @@ async fn handle(
     frontend.m_active.inc();
     let started = std::time::Instant::now();
     let _ = client.set_nodelay(true);
-    let closed = serve(&frontend, &backend, client, canonical_client(peer.ip())).await;
+    // Only with VIPs configured is it worth a getsockname per connection.
+    let vip = if plane.has_vips() {
+        client
+            .local_addr()
+            .ok()
+            .and_then(|l| plane.vip_watch(canonical_client(l.ip())))
+    } else {
+        None
+    };
+    let closed = serve(
+        &frontend,
+        &backend,
+        client,
+        canonical_client(peer.ip()),
+        vip,
+    )
+    .await;
     frontend.m_active.dec();
     let duration = started.elapsed();
     frontend.m_duration.observe(duration.as_secs_f64());
@@ -108,6 +124,7 @@ async fn serve(
     backend: &BackendRt,
     client: TcpStream,
     client_ip: IpAddr,
+    vip: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> Closed {
     let Some(mut server) = backend.decide(client_ip, now_ms()) else {
         frontend.m_no_server.inc();
@@ -173,6 +190,10 @@ async fn serve(
             end.as_str()
         }
         () = server.removed() => "server_removed",
+        () = vip_released(vip) => {
+            pump::reset(&client);
+            "vip_released"
+        }
     };
     drop(upstream);
     drop(client);
@@ -183,6 +204,19 @@ async fn serve(
         reason,
         bytes_in: up.bytes.load(Ordering::Relaxed),
         bytes_out: down.bytes.load(Ordering::Relaxed),
+    }
+}
+
+/// Resolves when the node lets the VIP this connection came in on go; never for a
+/// connection on another address.
+async fn vip_released(watch: Option<tokio::sync::watch::Receiver<u64>>) {
+    match watch {
+        Some(mut rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

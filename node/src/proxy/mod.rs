@@ -277,9 +277,19 @@ impl BackendRt {
     /// Takes in entries committed by other nodes.
     pub fn merge_sticks<'a>(&self, updates: impl IntoIterator<Item = (IpAddr, &'a Arc<str>, u64)>) {
         let Some(table) = &self.stick else { return };
-        let mut table = table.lock();
-        for (key, server, last_seen_ms) in updates {
-            table.merge(key, server.clone(), last_seen_ms);
+        let overtaken: Vec<(IpAddr, ServerName, u64)> = {
+            let mut table = table.lock();
+            updates
+                .into_iter()
+                .filter_map(|(key, server, last_seen_ms)| {
+                    table
+                        .merge(key, server.clone(), last_seen_ms)
+                        .map(|(mine, seen)| (key, mine, seen))
+                })
+                .collect()
+        };
+        for (key, mine, seen) in overtaken {
+            self.replicate(key, &mine, seen);
         }
     }
 

@@ -833,12 +833,18 @@ fn partition_between_lb_nodes() {
     };
     let transitions_heal = transitions(&mut h);
     let mut tables = Vec::new();
+    // Converged: the same table everywhere, and nothing left in a journal (lb2's
+    // decisions from the cut are replayed once it reaches a leader again).
     let converged = wait_until(Duration::from_secs(15), || {
+        let journals_empty = h
+            .statuses(&[LB1, LB2])
+            .iter()
+            .all(|s| s["journal_pending"] == json!(0));
         tables = [LB1, LB2, WITNESS]
             .iter()
             .map(|&id| h.stick_table(id))
             .collect();
-        tables.iter().all(|t| t == &tables[0])
+        journals_empty && tables.iter().all(|t| t == &tables[0])
     });
     let t_conv = now_ms();
     let sizes = |t: &[(BTreeMap<String, String>, u64)]| {
@@ -1007,21 +1013,27 @@ fn partition_between_lb_nodes() {
         );
     }
     // The tables converged (same entries and revision on every node) and name every
-    // client's backend; after healing, each client's sockets are on one backend, the
-    // one its entry names.
+    // client's backend. Clients from before the cut end on the backend their entry
+    // names. A client that first came while both nodes were master may have been given
+    // two backends (one by each master); its entry converges on the newest decision and
+    // its live sockets stay where they are (live connections are never moved), so for
+    // those only what they open after convergence is checked (below).
     assert!(
         converged_end.is_some(),
         "stick tables differ at the end: {:?}",
         sizes(&tables)
     );
     assert_eq!(final_table.len(), CLIENTS + 30, "{final_table:?}");
+    for (ip, b) in summary.final_placement() {
+        let entry = final_table.get(&ip.to_string());
+        assert!(
+            b.is_some() && b.as_ref() == entry,
+            "client {ip}: its sockets end on {b:?}, its entry names {entry:?}"
+        );
+    }
     for s in [&summary, &extra_summary] {
-        for (ip, b) in s.final_placement() {
+        for (ip, _) in s.final_placement() {
             let entry = final_table.get(&ip.to_string());
-            assert!(
-                b.is_some() && b.as_ref() == entry,
-                "client {ip}: its sockets end on {b:?}, its entry names {entry:?}"
-            );
             // Healing moved nobody once the tables had converged.
             assert_eq!(
                 table_heal.get(&ip.to_string()),
