@@ -514,10 +514,16 @@ impl Router {
             VrrpState::Master => {
                 if a.priority == 0 {
                     // RFC 9568 §6.4.3: another router resigned while we are
-                    // master: advertise at once so backups see us.
+                    // master: advertise at once so backups see us. It may have
+                    // held the VIP until now (a healed split): announce the VIP
+                    // too (rate-limited).
                     out.push(Action::SendAdvert {
                         priority: self.priority,
                     });
+                    if now >= self.reannounce_from {
+                        out.push(Action::SendGratuitousArp);
+                        self.reannounce_from = now + cs(REANNOUNCE_GAP_CS);
+                    }
                     self.timer = Some(Timer::Adver(
                         now + cs(u32::from(self.cfg.advert_interval_cs)),
                     ));
@@ -530,6 +536,12 @@ impl Router {
                     // interval for our Master_Down_Interval.
                     self.master_adver_interval_cs = interval;
                     self.become_backup(now, TransitionReason::Preempted, Some(a.src), out);
+                    // Ballast addition: say so with priority 0. Hosts may still send
+                    // to our MAC for the VIP (after a healed split, say); the master
+                    // answers a priority 0 with its own announcement (below), so they
+                    // learn where the VIP is now instead of waiting out their ARP
+                    // entry.
+                    out.push(Action::SendAdvert { priority: 0 });
                 } else if now >= self.reannounce_from {
                     // RFC 9568 §6.4.3 discards it; our next advert makes the
                     // other step down. But two masters means a split just
@@ -752,7 +764,11 @@ mod tests {
         let a = r.handle(ms(4000), adv(12, 150, 10));
         assert_eq!(
             a,
-            vec![tr(Master, Backup, R::Preempted), Action::RemoveVips]
+            vec![
+                tr(Master, Backup, R::Preempted),
+                Action::RemoveVips,
+                Action::SendAdvert { priority: 0 }
+            ]
         );
         assert_eq!(r.master_adver_interval_cs(), 10);
         assert_eq!(r.master_addr(), Some(ip(12)));
@@ -785,11 +801,19 @@ mod tests {
         r.handle(ms(3600), Event::Timer);
         r.handle(ms(3700), adv(12, 50, 100));
         assert_eq!(r.state(), Master);
+        // Re-announced at 3700 already: within a second only the advert.
         assert_eq!(
             r.handle(ms(3800), adv(12, 0, 100)),
             vec![Action::SendAdvert { priority: 100 }]
         );
         assert_eq!(r.next_deadline(), Some(ms(4800)));
+        assert_eq!(
+            r.handle(ms(4750), adv(12, 0, 100)),
+            vec![
+                Action::SendAdvert { priority: 100 },
+                Action::SendGratuitousArp
+            ]
+        );
     }
 
     #[test]
