@@ -53,6 +53,8 @@ const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(60);
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// How long the old master lets the drill's target arm itself before resigning.
+const HANDOVER_ARM: Duration = Duration::from_millis(100);
 
 /// Why a drill was refused (409).
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +429,7 @@ impl Ha {
             if to == self.me {
                 info!(drill = id, "failover drill: taking over");
                 control.set_yielded(false);
+                control.expect_handover();
                 continue;
             }
             control.set_yielded(true);
@@ -441,6 +444,10 @@ impl Ha {
                 status.wait_for(|s| s.effective_priority == 1 || s.configured_priority == 255),
             )
             .await;
+            // The target reads the same record and arms its instance to take over at
+            // once; give it a few of its 20 ms polls. Late, it still takes over, after
+            // Skew_Time.
+            tokio::time::sleep(HANDOVER_ARM).await;
             info!(drill = id, to, "failover drill: handing the VIP over");
             control.resign();
         }

@@ -50,6 +50,11 @@ impl VipControl {
         self.resigner.resign();
     }
 
+    /// On a drill's target: take over the moment the master resigns.
+    pub fn expect_handover(&self) {
+        self.resigner.expect_handover();
+    }
+
     pub fn set_yielded(&self, on: bool) {
         if self.yielded.swap(on, Ordering::Relaxed) != on {
             self.changed.notify_one();

@@ -109,6 +109,11 @@ pub enum Event {
     /// sends priority 0, drops its VIPs and waits as backup. The caller lowers
     /// the priority first, so that the backup it hands over to keeps the role.
     Resign,
+    /// A planned handover to this router is under way: when the master's
+    /// priority-0 advert comes (within 10 s), take over at once instead of
+    /// after Skew_Time, so the VIP is unowned for a round trip, not for
+    /// Skew_Time (0.6 s at 1 s adverts and priority 100).
+    ExpectHandover,
     /// A valid advertisement for our VRID.
     AdvertReceived(AdvertInfo),
     /// The time returned by [`Router::next_deadline`] has come.
@@ -268,7 +273,12 @@ pub struct Router {
     preempt_from: Duration,
     /// As master, when a lower-priority master may next make us re-announce.
     reannounce_from: Duration,
+    /// Until then a priority-0 advert makes this backup master at once.
+    handover_until: Option<Duration>,
 }
+
+/// How long [`Event::ExpectHandover`] holds.
+const HANDOVER_WINDOW: Duration = Duration::from_secs(10);
 
 /// At most one re-announcement (advert + gratuitous ARP) per this many
 /// centiseconds when another router claims mastership with a lower priority.
@@ -290,6 +300,7 @@ impl Router {
             master_addr: None,
             preempt_from: Duration::ZERO,
             reannounce_from: Duration::ZERO,
+            handover_until: None,
         }
     }
 
@@ -350,6 +361,7 @@ impl Router {
             Event::Startup => self.startup(now, &mut out),
             Event::Shutdown => self.shutdown(&mut out),
             Event::Resign => self.resign(now, &mut out),
+            Event::ExpectHandover => self.handover_until = Some(now + HANDOVER_WINDOW),
             Event::AdvertReceived(a) => self.advert(now, a, &mut out),
             Event::PriorityChanged(p) => self.priority_changed(now, p, &mut out),
         }
@@ -488,6 +500,12 @@ impl Router {
             VrrpState::Initialize => {}
             VrrpState::Backup => {
                 if a.priority == 0 {
+                    if self.handover_until.take().is_some_and(|until| now <= until) {
+                        // A planned handover to us: no other backup competes
+                        // (they hold back at priority 1), so no Skew_Time.
+                        self.become_master(now, TransitionReason::MasterResigned, out);
+                        return;
+                    }
                     // RFC 9568 §6.4.2: the master resigns; take over after
                     // Skew_Time, so the highest-priority backup wins.
                     self.master_addr = None;
@@ -891,6 +909,25 @@ mod tests {
         );
         assert_eq!(r.handle(ms(4750), adv(12, 100, 100)), announce);
         assert_eq!(r.state(), Master);
+    }
+
+    #[test]
+    fn an_expected_handover_skips_skew_time_once() {
+        let mut r = router(100, 12);
+        r.handle(ms(0), Event::Startup);
+        r.handle(ms(100), adv(11, 150, 100));
+        r.handle(ms(200), Event::ExpectHandover);
+        let a = r.handle(ms(300), adv(11, 0, 100));
+        assert_eq!(a[0], tr(Backup, Master, R::MasterResigned));
+        assert_eq!(r.state(), Master);
+        // Expired: after the window the RFC's Skew_Time applies.
+        let mut r = router(100, 12);
+        r.handle(ms(0), Event::Startup);
+        r.handle(ms(100), Event::ExpectHandover);
+        r.handle(ms(19_900), adv(11, 150, 100));
+        assert_eq!(r.handle(ms(20_000), adv(11, 0, 100)), vec![]);
+        assert_eq!(r.state(), Backup);
+        assert_eq!(r.next_deadline(), Some(ms(20_000 + 600)));
     }
 
     #[test]

@@ -449,7 +449,7 @@ fn bump(c: &AtomicU64, n: u64) {
 pub struct VrrpHandle {
     status: watch::Receiver<VrrpStatus>,
     counters: Arc<Counters>,
-    resign: mpsc::UnboundedSender<()>,
+    control: mpsc::UnboundedSender<Control>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -484,12 +484,12 @@ impl VrrpHandle {
     /// priority first (the penalty channel) so the new master keeps the role.
     /// Does nothing unless master.
     pub fn resign(&self) {
-        let _ = self.resign.send(());
+        let _ = self.control.send(Control::Resign);
     }
 
     /// A clonable handle that can only ask for [`VrrpHandle::resign`].
     pub fn resigner(&self) -> Resigner {
-        Resigner(self.resign.clone())
+        Resigner(self.control.clone())
     }
 
     /// Graceful stop: a master sends priority 0 (backups take over after
@@ -505,14 +505,27 @@ impl VrrpHandle {
     }
 }
 
+/// Requests for a planned handover, sent to the instance task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Resign,
+    ExpectHandover,
+}
+
 /// See [`VrrpHandle::resigner`].
 #[derive(Clone)]
-pub struct Resigner(mpsc::UnboundedSender<()>);
+pub struct Resigner(mpsc::UnboundedSender<Control>);
 
 impl Resigner {
     /// See [`VrrpHandle::resign`].
     pub fn resign(&self) {
-        let _ = self.0.send(());
+        let _ = self.0.send(Control::Resign);
+    }
+
+    /// On the drill's target: take over the moment the master resigns (see
+    /// [`crate::state::Event::ExpectHandover`]).
+    pub fn expect_handover(&self) {
+        let _ = self.0.send(Control::ExpectHandover);
     }
 }
 
@@ -606,7 +619,7 @@ impl VrrpInstance {
         let (status_tx, status_rx) = watch::channel(status);
         let counters = Arc::new(Counters::default());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (resign_tx, resign_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
         let advert = Advertisement {
             vrid: cfg.vrid,
             priority: cfg.priority,
@@ -625,11 +638,11 @@ impl VrrpInstance {
             vip_renew_at: None,
             cfg,
         };
-        let join = tokio::spawn(task.run(pkt_rx, penalty_rx, resign_rx, stop_rx));
+        let join = tokio::spawn(task.run(pkt_rx, penalty_rx, control_rx, stop_rx));
         Ok(VrrpHandle {
             status: status_rx,
             counters,
-            resign: resign_tx,
+            control: control_tx,
             stop: Some(stop_tx),
             task: Some(join),
         })
@@ -734,7 +747,7 @@ impl Task {
         mut self,
         mut pkt_rx: mpsc::Receiver<raw::Received>,
         mut penalty_rx: watch::Receiver<u8>,
-        mut resign_rx: mpsc::UnboundedReceiver<()>,
+        mut control_rx: mpsc::UnboundedReceiver<Control>,
         mut stop_rx: oneshot::Receiver<()>,
     ) {
         let epoch = Instant::now();
@@ -770,8 +783,12 @@ impl Task {
                     // The receive thread ended (only on shutdown).
                     None => break,
                 },
-                Some(()) = resign_rx.recv() => {
-                    let a = self.router.handle(since(Instant::now()), Event::Resign);
+                Some(control) = control_rx.recv() => {
+                    let event = match control {
+                        Control::Resign => Event::Resign,
+                        Control::ExpectHandover => Event::ExpectHandover,
+                    };
+                    let a = self.router.handle(since(Instant::now()), event);
                     self.execute(a).await;
                 }
                 changed = penalty_rx.changed(), if penalty_open => {
