@@ -122,7 +122,8 @@ pub enum PeerRequest {
 pub enum PeerReply {
     Report(Option<NodeReport>),
     Progress(Progress),
-    StepDown(Result<(), String>),
+    /// `Ok(last log index)`: stand once your log reaches it.
+    StepDown(Result<u64, String>),
 }
 
 /// A node's Raft position, as its own metrics show it.
@@ -389,7 +390,7 @@ async fn serve_peer(
                 Reply::Peer(PeerReply::Progress(local.progress()))
             }
             Request::Peer(PeerRequest::StepDown { to }) => {
-                Reply::Peer(PeerReply::StepDown(local.step_down(to)))
+                Reply::Peer(PeerReply::StepDown(local.step_down(to).await))
             }
         };
         if let Err(e) = write_frame(&mut stream, &reply).await {
@@ -405,6 +406,8 @@ pub type Reporter = Arc<dyn Fn() -> NodeReport + Send + Sync>;
 /// How long a leader stops heartbeats and refuses writes to hand leadership over. The
 /// followers' leader lease (openraft: `election_timeout_max`) must run out inside it.
 pub const STEP_DOWN_WINDOW: Duration = Duration::from_secs(8);
+/// How long a stepping-down leader waits for the new one to have the whole log.
+const STEP_DOWN_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// This node's side of the peer protocol: its Raft, plus what it answers beyond Raft.
 pub struct Local {
@@ -481,19 +484,36 @@ impl Local {
     /// Lets `to` become leader: for [`STEP_DOWN_WINDOW`], or until another node
     /// leads, no heartbeats, no writes and no own candidacy here. `to` campaigns in
     /// the meantime. Answers at once.
-    pub fn step_down(self: &Arc<Self>, to: NodeId) -> Result<(), String> {
+    ///
+    /// Writes stop first, then it waits (bounded) until `to` has the whole log: a
+    /// candidate with a shorter log than a voter's cannot win, and would only keep
+    /// raising the term. Answers with the last log index `to` must reach.
+    pub async fn step_down(self: &Arc<Self>, to: NodeId) -> Result<u64, String> {
         let leader = self.raft.metrics().borrow().current_leader;
         if leader != Some(self.me) {
             return Err(format!("node {} is not the leader", self.me));
         }
         {
             let mut until = self.stepping_down.lock();
-            if until.is_some() {
-                return Ok(());
+            if until.is_none() {
+                *until = Some(tokio::time::Instant::now() + STEP_DOWN_WINDOW);
+            } else {
+                return Ok(self.raft.metrics().borrow().last_log_index.unwrap_or(0));
             }
-            *until = Some(tokio::time::Instant::now() + STEP_DOWN_WINDOW);
         }
         tracing::info!(to, "handing raft leadership over");
+        let mut metrics = self.raft.metrics();
+        let caught_up = |m: &crate::types::RaftMetrics| {
+            let last = m.last_log_index;
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&to).copied().flatten())
+                .map(|l| l.index);
+            last.is_none() || matched >= last
+        };
+        let _ = tokio::time::timeout(STEP_DOWN_CATCH_UP, metrics.wait_for(caught_up)).await;
+        let last = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);
         let me = self.clone();
@@ -518,7 +538,7 @@ impl Local {
             let leader = metrics.borrow().current_leader;
             tracing::info!(?leader, "raft leadership hand-over finished");
         });
-        Ok(())
+        Ok(last)
     }
 }
 

@@ -256,7 +256,9 @@ impl Replica {
     /// leadership moving away from the VRRP master). So a follower that has not heard
     /// from a leader asks its peers first; while one of them still hears a leader, it
     /// does not stand. When the leader is really gone nobody hears it, and elections
-    /// resume within a check or two.
+    /// resume within a check or two. A witness also holds back while an lb node that
+    /// could win (a log as long as its own) answers: leadership belongs with the VRRP
+    /// master, and a witness winning the race would only have to hand it over.
     fn spawn_election_gate(self: &Arc<Self>, timing: Timing) {
         let me = self.clone();
         let task = tokio::spawn(async move {
@@ -269,39 +271,41 @@ impl Replica {
                 }
                 let heard_ms = me.local.leader_contact_ms();
                 let cut_off = heard_ms.is_none_or(|ms| ms > timing.election_max.as_millis() as u64);
-                let mut leader_alive_elsewhere = false;
-                if cut_off {
-                    let peers: Vec<NodeId> = me
-                        .status()
-                        .members
-                        .keys()
-                        .copied()
-                        .filter(|id| *id != me.id)
-                        .collect();
-                    for peer in peers {
+                let members = me.status().members;
+                let witness = members
+                    .get(&me.id)
+                    .is_some_and(|m| m.role == crate::model::Role::Witness);
+                let mine = me.local.progress();
+                let mut hold: Option<&'static str> = None;
+                if cut_off || witness {
+                    for (peer, member) in members.iter().filter(|(id, _)| **id != me.id) {
                         let asked =
-                            tokio::time::timeout(ELECTION_GATE_EVERY, me.progress_of(peer)).await;
-                        if let Ok(Ok(p)) = asked {
-                            if p.leader_contact_ms
+                            tokio::time::timeout(ELECTION_GATE_EVERY, me.progress_of(*peer)).await;
+                        let Ok(Ok(p)) = asked else { continue };
+                        if cut_off
+                            && p.leader_contact_ms
                                 .is_some_and(|ms| ms < timing.election_min.as_millis() as u64)
-                            {
-                                leader_alive_elsewhere = true;
-                                break;
-                            }
+                        {
+                            hold = Some("a peer still hears the leader this node cannot reach");
+                            break;
+                        }
+                        // A witness leaves leading to an lb node that can win (its log
+                        // is as long), so leadership can follow the VRRP master.
+                        if witness
+                            && member.role == crate::model::Role::Lb
+                            && p.last_log_index >= mine.last_log_index
+                        {
+                            hold = Some("a witness leaves leading to a reachable lb node");
+                            break;
                         }
                     }
                 }
-                let allow = !leader_alive_elsewhere;
+                let allow = hold.is_none();
                 if allow != allowed {
-                    info!(
-                        allow,
-                        "elections {}",
-                        if allow {
-                            "allowed again"
-                        } else {
-                            "held back: a peer still hears the leader this node cannot reach"
-                        }
-                    );
+                    match hold {
+                        None => info!("elections allowed again"),
+                        Some(reason) => info!(reason, "elections held back"),
+                    }
                     me.raft.runtime_config().elect(allow);
                     allowed = allow;
                 }
@@ -493,6 +497,8 @@ impl Replica {
     pub async fn campaign(&self, within: Duration, wanted: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         let mut asked: Option<NodeId> = None;
+        // The old leader's last log index: standing with less cannot win.
+        let mut need_index = 0;
         loop {
             if !wanted() {
                 return self.is_leader();
@@ -506,11 +512,15 @@ impl Replica {
                         .forward(
                             l,
                             Request::Peer(PeerRequest::StepDown { to: self.id }),
-                            PEER_TIMEOUT,
+                            // It waits up to 2 s for this node to have its whole log.
+                            PEER_TIMEOUT * 3,
                         )
                         .await
                     {
-                        Ok(Reply::Peer(PeerReply::StepDown(Ok(())))) => asked = Some(l),
+                        Ok(Reply::Peer(PeerReply::StepDown(Ok(last)))) => {
+                            asked = Some(l);
+                            need_index = last;
+                        }
                         Ok(Reply::Peer(PeerReply::StepDown(Err(e)))) => {
                             info!(leader = l, reason = %e, "leader did not step down");
                         }
@@ -532,7 +542,8 @@ impl Replica {
             // heals. If it is dead, Raft's own election replaces it, and we ask the
             // winner on the next round.
             let leader = self.leader();
-            if leader.is_none() || (leader.is_some() && leader == asked) {
+            let log_complete = self.local.progress().last_log_index >= need_index;
+            if log_complete && (leader.is_none() || (leader.is_some() && leader == asked)) {
                 // Rejected while the followers' leader lease runs; repeated until it ends.
                 let _ = self.raft.trigger().elect().await;
             }
