@@ -401,9 +401,10 @@ async fn stick_forget_all(
     Path(backend): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let revision = commit(node.as_ref(), Command::ForgetStick { backend, key: None }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision })))
+    commit_write(node.as_ref(), &headers, || {
+        Ok(Command::ForgetStick { backend, key: None })
+    })
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/backends/{backend}/stick/{key}", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("key" = String, Path, description = "client IP")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
@@ -412,19 +413,16 @@ async fn stick_forget_one(
     Path((backend, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let key: IpAddr = key
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("key {key:?} is not an IP address")))?;
-    let revision = commit(
-        node.as_ref(),
-        Command::ForgetStick {
+    commit_write(node.as_ref(), &headers, || {
+        let key: IpAddr = key
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("key {key:?} is not an IP address")))?;
+        Ok(Command::ForgetStick {
             backend,
             key: Some(key),
-        },
-    )
-    .await?;
-    Ok(Json(serde_json::json!({ "revision": revision })))
+        })
+    })
+    .await
 }
 
 /// Decodes a JSON body, naming the field at fault (`servers[1].weight`) on error.
@@ -482,6 +480,18 @@ fn revision_json(revision: u64) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "revision": revision }))
 }
 
+/// A write that answers the new revision: the token first (so a request without it gets
+/// 401, never a 400 about its body), then the command built from the request, committed.
+async fn commit_write(
+    node: &dyn NodeHandle,
+    headers: &HeaderMap,
+    command: impl FnOnce() -> Result<Command, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(node, headers)?;
+    let revision = commit(node, command()?).await?;
+    Ok(revision_json(revision))
+}
+
 #[utoipa::path(get, path = "/v1/frontends", tag = "model", responses((status = 200, description = "every frontend and the revision", body = serde_json::Value)))]
 async fn list_frontends(State(node): Node) -> Json<serde_json::Value> {
     let (model, revision) = node.model();
@@ -509,10 +519,11 @@ async fn put_frontend(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let frontend: Frontend = decode_value(with_name(json_value(body)?, &name)?)?;
-    let revision = commit(node.as_ref(), Command::PutFrontend { frontend }).await?;
-    Ok(revision_json(revision))
+    commit_write(node.as_ref(), &headers, || {
+        let frontend: Frontend = decode_value(with_name(json_value(body)?, &name)?)?;
+        Ok(Command::PutFrontend { frontend })
+    })
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
@@ -521,9 +532,10 @@ async fn delete_frontend(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let revision = commit(node.as_ref(), Command::DeleteFrontend { name }).await?;
-    Ok(revision_json(revision))
+    commit_write(node.as_ref(), &headers, || {
+        Ok(Command::DeleteFrontend { name })
+    })
+    .await
 }
 
 fn backend_json(node: &dyn NodeHandle, backend: &Backend) -> serde_json::Value {
@@ -566,10 +578,11 @@ async fn put_backend(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let backend: Backend = decode_value(with_name(json_value(body)?, &name)?)?;
-    let revision = commit(node.as_ref(), Command::PutBackend { backend }).await?;
-    Ok(revision_json(revision))
+    commit_write(node.as_ref(), &headers, || {
+        let backend: Backend = decode_value(with_name(json_value(body)?, &name)?)?;
+        Ok(Command::PutBackend { backend })
+    })
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
@@ -578,9 +591,10 @@ async fn delete_backend(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let revision = commit(node.as_ref(), Command::DeleteBackend { name }).await?;
-    Ok(revision_json(revision))
+    commit_write(node.as_ref(), &headers, || {
+        Ok(Command::DeleteBackend { name })
+    })
+    .await
 }
 
 #[utoipa::path(put, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = Server, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
@@ -590,10 +604,11 @@ async fn put_server(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let server: Server = decode_value(with_name(json_value(body)?, &name)?)?;
-    let revision = commit(node.as_ref(), Command::PutServer { backend, server }).await?;
-    Ok(revision_json(revision))
+    commit_write(node.as_ref(), &headers, || {
+        let server: Server = decode_value(with_name(json_value(body)?, &name)?)?;
+        Ok(Command::PutServer { backend, server })
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -613,18 +628,15 @@ async fn delete_server(
     query: Result<Query<DeleteServerQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let revision = commit(
-        node.as_ref(),
-        Command::DeleteServer {
+    commit_write(node.as_ref(), &headers, || {
+        let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        Ok(Command::DeleteServer {
             backend,
             server,
             shutdown: query.shutdown,
-        },
-    )
-    .await?;
-    Ok(revision_json(revision))
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -640,18 +652,15 @@ async fn set_admin(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
-    let AdminBody { admin } = decode_body(body)?;
-    let revision = commit(
-        node.as_ref(),
-        Command::SetAdmin {
+    commit_write(node.as_ref(), &headers, || {
+        let AdminBody { admin } = decode_body(body)?;
+        Ok(Command::SetAdmin {
             backend,
             server,
             admin,
-        },
-    )
-    .await?;
-    Ok(revision_json(revision))
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

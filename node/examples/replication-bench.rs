@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ballast_node::cluster::{flush_loop, Journal, JOURNAL_CAPACITY};
 use ballast_node::proxy::ReplicationSink;
 use ballast_node::stick::StickTable;
-use ballast_raft_store::model::{ClusterModel, ModelSpec, Role};
+use ballast_raft_store::model::{ClusterModel, ModelSpec};
 use ballast_raft_store::replica::{Options, Replica, Timing};
 use ballast_raft_store::state::{Change, ClusterState, Command, StickBatch, StickUpdate};
 use ballast_raft_store::store::{self, Observer, StateMachine};
@@ -152,18 +152,7 @@ async fn main() -> anyhow::Result<()> {
 
     // --- three replicas over loopback TCP
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
-    let members: BTreeMap<u64, Member> = (1..=3u64)
-        .map(|id| {
-            (
-                id,
-                Member {
-                    raft: addrs[(id - 1) as usize].to_string(),
-                    api: String::new(),
-                    role: Role::Lb,
-                },
-            )
-        })
-        .collect();
+    let members = Member::local_cluster(&addrs);
     let mut dirs = Vec::new();
     let mut replicas = Vec::new();
     let mut stamps = Vec::new();

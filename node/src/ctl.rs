@@ -951,30 +951,24 @@ pub fn render_backends(v: &Value) -> String {
             live(up.to_string()),
             ready.to_string(),
             live(conns.to_string()),
-            if b["stick"].is_object() {
-                format!(
-                    "{} {}",
-                    text(&b["stick"]["on"]),
-                    text(&b["stick"]["expire"])
-                )
-            } else {
-                "-".into()
-            },
-            if b["health"].is_object() {
-                format!(
-                    "{} {}",
-                    text(&b["health"]["kind"]),
-                    text(&b["health"]["interval"])
-                )
-            } else {
-                "-".into()
-            },
+            pair_or_dash(&b["stick"], "on", "expire"),
+            pair_or_dash(&b["health"], "kind", "interval"),
             text(&b["timeout_server"]),
         ]);
     }
     let mut out = table.render();
     out.push_str(&format!("revision {}\n", num(&v["revision"])));
     out
+}
+
+/// `"first second"` from two fields of an optional object (a backend's `stick` or
+/// `health`), `-` when the object is absent.
+fn pair_or_dash(object: &Value, first: &str, second: &str) -> String {
+    if object.is_object() {
+        format!("{} {}", text(&object[first]), text(&object[second]))
+    } else {
+        "-".into()
+    }
 }
 
 /// GET /v1/backends/{b}: the backend's settings, then one line per server.

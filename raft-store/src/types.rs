@@ -20,6 +20,26 @@ pub struct Member {
     pub role: Role,
 }
 
+impl Member {
+    /// Members 1..=n, all lb nodes, at these Raft addresses and without API addresses:
+    /// a cluster of replicas in one process (tests, benchmarks).
+    pub fn local_cluster(
+        raft: &[std::net::SocketAddr],
+    ) -> std::collections::BTreeMap<NodeId, Member> {
+        (1..)
+            .zip(raft)
+            .map(|(id, addr)| {
+                let member = Member {
+                    raft: addr.to_string(),
+                    api: String::new(),
+                    role: Role::Lb,
+                };
+                (id, member)
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -58,18 +58,7 @@ fn timing() -> Timing {
 
 async fn cluster(n: u64) -> Cluster {
     let addrs: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
-    let members: BTreeMap<u64, Member> = (1..=n)
-        .map(|id| {
-            (
-                id,
-                Member {
-                    raft: addrs[(id - 1) as usize].to_string(),
-                    api: String::new(),
-                    role: Role::Lb,
-                },
-            )
-        })
-        .collect();
+    let members = Member::local_cluster(&addrs);
     let mut replicas = Vec::new();
     let mut dirs = Vec::new();
     for id in 1..=n {

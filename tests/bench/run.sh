@@ -363,7 +363,7 @@ fi
   echo "- $REPS repetition(s), order rotated every repetition; fresh proxy processes per repetition."
   echo "- Throughput: $TPUT_SECS s upload of 256 KiB writes per stream, counted by the backend."
   echo "  Latency: 1 persistent connection, $LAT_MSGS echoes of 64 B (after 5% warm-up), $ROUNDS rounds per repetition."
-  echo "  Connections/s: 16 concurrent loops of connect, 16 B echo, close, $RATE_SECS s, $ROUNDS rounds per repetition."
+  echo "  Connections/s: 16 concurrent loops of connect, 16 B echo, close, each loop from its own 127.9.0.x address, $RATE_SECS s, $ROUNDS rounds per repetition."
   echo "  Memory: $IDLE_CONNS connections (each echoes 1 byte, then idles), RSS delta / N summed over the proxy's processes."
   echo "  CPU per GB: utime+stime of the proxy's processes during the 16-stream run / GB moved."
   echo "  Mission: $MISSION_CLIENTS clients × 3 sockets (ports 1-3 opened at once, each client from its own 127.x address),"

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::plane::ListenerSlot;
 use super::pump::{self, End, Flow, Idle};
@@ -30,8 +30,16 @@ const MAX_ATTEMPTS: usize = 3;
 pub(super) async fn accept_loop(
     plane: Arc<DataPlane>,
     slot: Arc<ListenerSlot>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
 ) {
+    // Registered here, with the runtime of the plane thread this task runs on.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(frontend = %slot.frontend.load(), error = %e, "cannot watch a listening socket");
+            return;
+        }
+    };
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {

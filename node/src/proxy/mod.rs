@@ -1,6 +1,7 @@
 //! The TCP proxy data plane: the runtime objects built from the cluster model (this
 //! file), the plane that owns listeners and background tasks ([`plane`]), the
-//! connection path ([`conn`]) and the byte relay ([`pump`]).
+//! connection path ([`conn`]) and the byte relay ([`pump`]). Connections run on the
+//! plane's own threads, one per core ([`workers`]), not on the node's shared runtime.
 //!
 //! The connection path reads an immutable [`View`] through `ArcSwap` and never waits on
 //! anything but its own sockets, its backend's stick-table mutex (held for one decision,
@@ -11,6 +12,7 @@
 mod conn;
 mod plane;
 mod pump;
+mod workers;
 
 pub use plane::{DataPlane, DataPlaneError};
 
@@ -24,7 +26,6 @@ use ballast_raft_store::model::{AdminState, Backend, ClusterModel, Frontend};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::info;
 
@@ -649,18 +650,22 @@ pub(crate) fn accept_loops() -> usize {
 ///
 /// SO_REUSEPORT would also let a second process (same user) join the group silently;
 /// a plain bind first makes a port that is already in use an error, as without it.
-pub(crate) fn listen_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+///
+/// The sockets are plain std ones: each is registered with the runtime of the plane
+/// thread that accepts on it ([`workers`]).
+pub(crate) fn listen_group(
+    addr: SocketAddr,
+    n: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     let probe = listen_socket(addr, false)?;
     let addr = probe.local_addr()?.as_socket().unwrap_or(addr);
     drop(probe);
-    if n <= 1 {
-        return Ok(vec![listen(addr)?]);
-    }
-    (0..n)
+    let reuse_port = n > 1;
+    (0..n.max(1))
         .map(|_| {
-            let socket = listen_socket(addr, true)?;
+            let socket = listen_socket(addr, reuse_port)?;
             socket.listen(4096)?;
-            TcpListener::from_std(socket.into())
+            Ok(socket.into())
         })
         .collect()
 }
@@ -684,12 +689,6 @@ fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2:
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
-}
-
-pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = listen_socket(addr, false)?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
 }
 
 #[cfg(test)]
@@ -822,7 +821,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_listen_group_shares_one_port_and_a_second_group_on_it_is_refused() {
-        let group = listen_group(SocketAddr::from(([127, 0, 0, 1], 0)), 2).unwrap();
+        let group: Vec<_> = listen_group(SocketAddr::from(([127, 0, 0, 1], 0)), 2)
+            .unwrap()
+            .into_iter()
+            .map(|l| tokio::net::TcpListener::from_std(l).unwrap())
+            .collect();
         assert_eq!(group.len(), 2);
         let port = group[0].local_addr().unwrap().port();
         assert!(group.iter().all(|l| l.local_addr().unwrap().port() == port));

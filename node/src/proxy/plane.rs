@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::{accept_loops, conn, listen_group, now_ms, ReplicationSink, ServerRt, View};
+use super::{accept_loops, conn, listen_group, now_ms, workers, ReplicationSink, ServerRt, View};
 use crate::health::{self, Flip, Hysteresis};
 use crate::metrics::Metrics;
 
@@ -233,10 +233,12 @@ impl DataPlane {
                 frontend: ArcSwap::from_pointee(frontend.clone()),
             });
             info!(frontend = %frontend, addr = %local, sockets = group.len(), "listening");
+            let workers = workers::workers(accept_loops());
             let tasks = group
                 .into_iter()
-                .map(|listener| {
-                    tokio::spawn(conn::accept_loop(self.clone(), slot.clone(), listener))
+                .zip(workers.iter().cycle())
+                .map(|(listener, worker)| {
+                    worker.spawn(conn::accept_loop(self.clone(), slot.clone(), listener))
                 })
                 .collect();
             rt.listeners.insert(addr, Listener { slot, local, tasks });

@@ -124,6 +124,10 @@ pub async fn relay(
         let last = |flow: &Flow| Duration::from_millis(flow.last_read_ms.load(Ordering::Relaxed));
         start + (last(client_to_server.0) + idle.client).max(last(server_to_client.0) + idle.server)
     };
+    // One timer for the connection's life: activity only moves the deadline later, so
+    // the timer is re-armed when it fires early instead of on every event.
+    let idle_timer = tokio::time::sleep_until(deadline());
+    tokio::pin!(idle_timer);
     loop {
         tokio::select! {
             result = &mut up, if up_open => match result {
@@ -142,10 +146,12 @@ pub async fn relay(
                 Err(PumpError::Read(e)) => return failed(Side::Server, &e),
                 Err(PumpError::Write(e)) => return failed(Side::Client, &e),
             },
-            () = tokio::time::sleep_until(deadline()) => {
-                if Instant::now() >= deadline() {
+            () = &mut idle_timer => {
+                let due = deadline();
+                if Instant::now() >= due {
                     return End::IdleTimeout;
                 }
+                idle_timer.as_mut().reset(due);
             }
         }
         if !up_open && !down_open {
