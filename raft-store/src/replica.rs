@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openraft::SnapshotPolicy;
 use parking_lot::RwLock;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::model::ClusterModel;
 use crate::network::{
@@ -543,12 +543,42 @@ impl Replica {
             // winner on the next round.
             let leader = self.leader();
             let log_complete = self.local.progress().last_log_index >= need_index;
-            if log_complete && (leader.is_none() || (leader.is_some() && leader == asked)) {
+            let agreed = leader.is_some() && leader == asked;
+            if log_complete && (agreed || (leader.is_none() && self.may_stand_unasked().await)) {
                 // Rejected while the followers' leader lease runs; repeated until it ends.
                 let _ = self.raft.trigger().elect().await;
             }
             tokio::time::sleep(CAMPAIGN_RETRY).await;
         }
+    }
+
+    /// Without a leader's agreement, standing helps only when no reachable peer has a
+    /// longer log (it would refuse us) and none still hears a leader. Otherwise our ever
+    /// higher term deposes that leader when a cut heals and keeps electing nobody: a
+    /// VRRP master that lost its link to the leader, with a stale log, raced the
+    /// rightful leader from term 9 to 23 in the partition test.
+    async fn may_stand_unasked(&self) -> bool {
+        let mine = self.local.progress().last_log_index;
+        let hears_within = self.raft.config().election_timeout_min;
+        let peers: Vec<NodeId> = self
+            .status()
+            .members
+            .keys()
+            .copied()
+            .filter(|id| *id != self.id)
+            .collect();
+        for peer in peers {
+            let asked = tokio::time::timeout(ELECTION_GATE_EVERY, self.progress_of(peer)).await;
+            let Ok(Ok(p)) = asked else { continue };
+            if p.last_log_index > mine || p.leader_contact_ms.is_some_and(|ms| ms < hears_within) {
+                debug!(
+                    peer,
+                    "not standing: a peer has a longer log or still hears a leader"
+                );
+                return false;
+            }
+        }
+        true
     }
 
     /// Adds or removes a member through the leader, wherever it is.
