@@ -215,7 +215,7 @@ impl Replica {
         replica.spawn_seeder(options.seed);
         replica.spawn_sweeper(options.timing.sweep_every);
         if options.raft_listen.is_some() {
-            replica.spawn_election_gate(options.timing.clone());
+            replica.spawn_election_gate();
         }
         Ok(replica)
     }
@@ -259,7 +259,7 @@ impl Replica {
     /// resume within a check or two. A witness also holds back while an lb node that
     /// could win (a log as long as its own) answers: leadership belongs with the VRRP
     /// master, and a witness winning the race would only have to hand it over.
-    fn spawn_election_gate(self: &Arc<Self>, timing: Timing) {
+    fn spawn_election_gate(self: &Arc<Self>) {
         let me = self.clone();
         let task = tokio::spawn(async move {
             let mut allowed = true;
@@ -270,7 +270,7 @@ impl Replica {
                     continue;
                 }
                 let heard_ms = me.local.leader_contact_ms();
-                let cut_off = heard_ms.is_none_or(|ms| ms > timing.election_max.as_millis() as u64);
+                let cut_off = heard_ms.is_none_or(|ms| ms > me.raft.config().election_timeout_max);
                 let members = me.status().members;
                 let witness = members
                     .get(&me.id)
@@ -279,13 +279,10 @@ impl Replica {
                 let mut hold: Option<&'static str> = None;
                 if cut_off || witness {
                     for (peer, member) in members.iter().filter(|(id, _)| **id != me.id) {
-                        let asked =
-                            tokio::time::timeout(ELECTION_GATE_EVERY, me.progress_of(*peer)).await;
-                        let Ok(Ok(p)) = asked else { continue };
-                        if cut_off
-                            && p.leader_contact_ms
-                                .is_some_and(|ms| ms < timing.election_min.as_millis() as u64)
-                        {
+                        let Some(p) = me.peer_progress(*peer).await else {
+                            continue;
+                        };
+                        if cut_off && me.hears_leader(&p) {
                             hold = Some("a peer still hears the leader this node cannot reach");
                             break;
                         }
@@ -463,6 +460,21 @@ impl Replica {
         }
     }
 
+    /// A peer's progress if it answers within one election-gate check.
+    async fn peer_progress(&self, peer: NodeId) -> Option<Progress> {
+        tokio::time::timeout(ELECTION_GATE_EVERY, self.progress_of(peer))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// The node that reported `p` heard a leader within the shortest election timeout:
+    /// that leader is alive, whatever this node can see of it.
+    fn hears_leader(&self, p: &Progress) -> bool {
+        p.leader_contact_ms
+            .is_some_and(|ms| ms < self.raft.config().election_timeout_min)
+    }
+
     /// `node`'s Raft progress (this node's own without a round trip).
     pub async fn progress_of(&self, node: NodeId) -> Result<Progress, ProposeError> {
         if node == self.id {
@@ -559,7 +571,6 @@ impl Replica {
     /// rightful leader from term 9 to 23 in the partition test.
     async fn may_stand_unasked(&self) -> bool {
         let mine = self.local.progress().last_log_index;
-        let hears_within = self.raft.config().election_timeout_min;
         let peers: Vec<NodeId> = self
             .status()
             .members
@@ -568,9 +579,10 @@ impl Replica {
             .filter(|id| *id != self.id)
             .collect();
         for peer in peers {
-            let asked = tokio::time::timeout(ELECTION_GATE_EVERY, self.progress_of(peer)).await;
-            let Ok(Ok(p)) = asked else { continue };
-            if p.last_log_index > mine || p.leader_contact_ms.is_some_and(|ms| ms < hears_within) {
+            let Some(p) = self.peer_progress(peer).await else {
+                continue;
+            };
+            if p.last_log_index > mine || self.hears_leader(&p) {
                 debug!(
                     peer,
                     "not standing: a peer has a longer log or still hears a leader"

@@ -233,7 +233,7 @@ impl DataPlane {
                 frontend: ArcSwap::from_pointee(frontend.clone()),
             });
             info!(frontend = %frontend, addr = %local, sockets = group.len(), "listening");
-            let workers = workers::workers(accept_loops());
+            let workers = workers::workers();
             let tasks = group
                 .into_iter()
                 .zip(workers.iter().cycle())

@@ -21,9 +21,10 @@ use tracing::error;
 
 static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
 
-/// The plane threads' runtimes, started at the first call. `count` is read once.
-pub(super) fn workers(count: usize) -> &'static [Handle] {
-    WORKERS.get_or_init(|| start(count.max(1)))
+/// The plane threads' runtimes, one per accept loop ([`super::accept_loops`]), started
+/// at the first call.
+pub(super) fn workers() -> &'static [Handle] {
+    WORKERS.get_or_init(|| start(super::accept_loops()))
 }
 
 fn start(count: usize) -> Vec<Handle> {
@@ -76,7 +77,7 @@ mod tests {
 
     #[test]
     fn plane_tasks_run_on_the_plane_threads_with_a_timer() {
-        let workers = workers(2);
+        let workers = workers();
         assert!(!workers.is_empty());
         for worker in workers {
             let (tx, rx) = std::sync::mpsc::channel();
