@@ -44,6 +44,22 @@ struct Slot {
     last_seen_ms: u64,
     open: u32,
     server: u16,
+    /// The [`minute`] in which the cluster last heard of this entry from this node (or
+    /// from the node whose decision was merged): what lets a close skip its refresh.
+    reported: u16,
+}
+
+/// Expiries from which a last close is reported at most once a minute per client: the
+/// other nodes may then count the expiry from up to a minute earlier, 1/64 of `expire`
+/// at most. Shorter expiries report every last close.
+pub const QUIET_REFRESH_MIN_EXPIRE_MS: u64 = 64 * 60_000;
+/// Beyond this expiry every last close is reported again: a [`minute`] stamp wraps
+/// after 45 days, and an entry's last report may be older than its expiry.
+pub const QUIET_REFRESH_MAX_EXPIRE_MS: u64 = 30 * 24 * 3_600_000;
+
+/// Unix minute, wrapping: two stamps are equal within the same minute.
+fn minute(now_ms: u64) -> u16 {
+    (now_ms / 60_000) as u16
 }
 
 /// How an existing entry's server may be used for this client.
@@ -172,10 +188,14 @@ impl StickTable {
                 self.active[usize::from(slot.server)] -= 1;
             }
             self.active[usize::from(index)] += 1;
+            let reported = !matches!(outcome, Outcome::Kept);
             if let Some(slot) = self.entries.get_mut(&key) {
                 slot.server = index;
                 slot.open += 1;
                 slot.last_seen_ms = now_ms;
+                if reported {
+                    slot.reported = minute(now_ms);
+                }
             }
             return Some(Assignment { server, outcome });
         }
@@ -189,6 +209,7 @@ impl StickTable {
                 last_seen_ms: now_ms,
                 open: 1,
                 server: index,
+                reported: minute(now_ms),
             },
         );
         Some(Assignment {
@@ -204,6 +225,7 @@ impl StickTable {
         &mut self,
         key: IpAddr,
         failed: &ServerName,
+        now_ms: u64,
         choose: impl FnOnce(&StickTable) -> Option<ServerName>,
     ) -> Option<ServerName> {
         let slot = *self.entries.get(&key)?;
@@ -216,13 +238,22 @@ impl StickTable {
         self.move_active(slot, index);
         if let Some(slot) = self.entries.get_mut(&key) {
             slot.server = index;
+            slot.reported = minute(now_ms);
         }
         Some(server)
     }
 
-    /// One connection of client `key` closed. Returns the client's server when this
-    /// was its last open connection (the moment `expire` starts counting).
+    /// One connection of client `key` closed. Returns the client's server when the
+    /// other nodes must hear of it: this was its last open connection (the moment
+    /// `expire` starts counting) and, for long expiries, the cluster has not heard of
+    /// the client from this node yet this minute ([`QUIET_REFRESH_MIN_EXPIRE_MS`]).
+    ///
+    /// Without that limit a client that reconnects all the time — a health probe, a
+    /// poller — would cost a replicated entry per connection, for an expiry measured
+    /// in hours.
     pub fn release(&mut self, key: IpAddr, now_ms: u64) -> Option<ServerName> {
+        let quiet =
+            (QUIET_REFRESH_MIN_EXPIRE_MS..=QUIET_REFRESH_MAX_EXPIRE_MS).contains(&self.expire_ms);
         // Evicted or forgotten while connected: nothing to account.
         let slot = self.entries.get_mut(&key)?;
         if slot.open == 0 {
@@ -230,12 +261,16 @@ impl StickTable {
         }
         slot.open -= 1;
         slot.last_seen_ms = now_ms;
-        let (open, server) = (slot.open, slot.server);
-        if open > 0 {
+        if slot.open > 0 {
             return None;
         }
+        let server = slot.server;
+        let report = !quiet || slot.reported != minute(now_ms);
+        if report {
+            slot.reported = minute(now_ms);
+        }
         self.active[usize::from(server)] -= 1;
-        Some(self.servers[usize::from(server)].clone())
+        report.then(|| self.servers[usize::from(server)].clone())
     }
 
     /// Takes in a decision another node made (replicated). The newest decision wins; an
@@ -264,6 +299,7 @@ impl StickTable {
             if let Some(slot) = self.entries.get_mut(&key) {
                 slot.server = index;
                 slot.last_seen_ms = last_seen_ms;
+                slot.reported = minute(last_seen_ms);
             }
             return None;
         }
@@ -275,17 +311,23 @@ impl StickTable {
                 last_seen_ms,
                 open: 0,
                 server: index,
+                reported: minute(last_seen_ms),
             },
         );
         None
     }
 
-    /// Clients with open connections here, for refreshing their replicated entries.
-    pub fn connected(&self) -> Vec<(IpAddr, ServerName)> {
+    /// Clients with open connections here, taken as reported at `now_ms`: the caller
+    /// refreshes their replicated entries.
+    pub fn report_connected(&mut self, now_ms: u64) -> Vec<(IpAddr, ServerName)> {
+        let servers = &self.servers;
         self.entries
-            .iter()
+            .iter_mut()
             .filter(|(_, s)| s.open > 0)
-            .map(|(k, s)| (*k, self.servers[usize::from(s.server)].clone()))
+            .map(|(k, s)| {
+                s.reported = minute(now_ms);
+                (*k, servers[usize::from(s.server)].clone())
+            })
             .collect()
     }
 
@@ -587,9 +629,9 @@ mod tests {
         }
         let s1 = name("s1");
         // All three sockets fail on s1; only the first one chooses.
-        let first = t.reassign(ip(1), &s1, |_| Some(name("s2"))).unwrap();
-        let second = t.reassign(ip(1), &s1, |_| Some(name("s3"))).unwrap();
-        let third = t.reassign(ip(1), &s1, |_| Some(name("s3"))).unwrap();
+        let first = t.reassign(ip(1), &s1, 0, |_| Some(name("s2"))).unwrap();
+        let second = t.reassign(ip(1), &s1, 0, |_| Some(name("s3"))).unwrap();
+        let third = t.reassign(ip(1), &s1, 0, |_| Some(name("s3"))).unwrap();
         assert_eq!(
             [first, second, third].map(|s| s.to_string()),
             ["s2", "s2", "s2"]
@@ -608,6 +650,56 @@ mod tests {
     }
 
     #[test]
+    fn long_expiries_report_a_last_close_once_a_minute_per_client() {
+        const MINUTE: u64 = 60_000;
+        let mut t = StickTable::new(10, 16 * HOUR);
+        // A client reconnecting all the time: its decision is news, then one last
+        // close per minute is.
+        let t0 = 1_000 * MINUTE;
+        connect(&mut t, ip(1), t0, "s1");
+        assert_eq!(t.release(ip(1), t0 + 10), None, "decided this minute");
+        connect(&mut t, ip(1), t0 + 20, "s1");
+        assert_eq!(t.release(ip(1), t0 + 30), None);
+        connect(&mut t, ip(1), t0 + MINUTE, "s1");
+        assert_eq!(t.release(ip(1), t0 + MINUTE).as_deref(), Some("s1"));
+        connect(&mut t, ip(1), t0 + MINUTE + 5, "s1");
+        assert_eq!(t.release(ip(1), t0 + MINUTE + 9), None);
+        // The local expiry still counts from the real last close.
+        assert_eq!(t.get(&ip(1)).unwrap().last_seen_ms, t0 + MINUTE + 9);
+
+        // A move is news again: the next close in the same minute stays quiet.
+        let s1 = name("s1");
+        connect(&mut t, ip(1), t0 + 2 * MINUTE, "s1");
+        t.reassign(ip(1), &s1, t0 + 2 * MINUTE, |_| Some(name("s2")));
+        assert_eq!(t.release(ip(1), t0 + 2 * MINUTE + 1), None);
+        // Refreshing connected clients counts as hearing of them.
+        connect(&mut t, ip(1), t0 + 3 * MINUTE, "s2");
+        assert_eq!(
+            t.report_connected(t0 + 4 * MINUTE),
+            vec![(ip(1), name("s2"))]
+        );
+        assert_eq!(t.release(ip(1), t0 + 4 * MINUTE + 1), None);
+        // A peer's decision, merged: the cluster has it.
+        let _ = t.merge(ip(2), name("s3"), t0 + 5 * MINUTE);
+        connect(&mut t, ip(2), t0 + 5 * MINUTE + 1, "s1");
+        assert_eq!(t.release(ip(2), t0 + 5 * MINUTE + 2), None);
+
+        // Short or very long expiries report every last close.
+        for expire in [
+            QUIET_REFRESH_MIN_EXPIRE_MS - 1,
+            QUIET_REFRESH_MAX_EXPIRE_MS + 1,
+        ] {
+            let mut t = StickTable::new(10, expire);
+            connect(&mut t, ip(1), t0, "s1");
+            assert_eq!(t.release(ip(1), t0 + 1).as_deref(), Some("s1"));
+            connect(&mut t, ip(1), t0 + 2, "s1");
+            assert_eq!(t.release(ip(1), t0 + 3).as_deref(), Some("s1"));
+        }
+        // Still 16 bytes an entry (the stamp lives in what was padding).
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+
+    #[test]
     fn merge_takes_newer_decisions_and_keeps_local_connections() {
         let mut t = StickTable::new(10, HOUR);
         connect(&mut t, ip(1), 100, "s1");
@@ -620,7 +712,7 @@ mod tests {
         let e = t.get(&ip(1)).unwrap();
         assert_eq!((e.server.as_ref(), e.open), ("s2", 1));
         assert_eq!(
-            t.connected()
+            t.report_connected(300)
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect::<Vec<_>>(),
@@ -668,7 +760,7 @@ mod tests {
         connect(&mut t, ip(1), 0, "s1"); // same client: still one client
         connect(&mut t, ip(2), 0, "s1");
         assert_eq!(t.active_clients("s1"), 2);
-        t.reassign(ip(2), &s1, |_| Some(name("s2")));
+        t.reassign(ip(2), &s1, 0, |_| Some(name("s2")));
         assert_eq!((t.active_clients("s1"), t.active_clients("s2")), (1, 1));
         let _ = t.merge(ip(1), name("s3"), 10);
         assert_eq!((t.active_clients("s1"), t.active_clients("s3")), (0, 1));

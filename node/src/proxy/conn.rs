@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
@@ -75,7 +76,9 @@ async fn handle(
     frontend.m_total.inc();
     frontend.m_active.inc();
     let started = std::time::Instant::now();
-    let _ = client.set_nodelay(true);
+    if !super::ACCEPTED_HAVE_NODELAY {
+        let _ = client.set_nodelay(true);
+    }
     // Only with VIPs configured is it worth a getsockname per connection.
     let vip = if plane.has_vips() {
         client
@@ -246,8 +249,27 @@ async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<Owned
     }
 }
 
+/// A connection to `addr` with TCP_NODELAY, or why not within `timeout`.
+///
+/// Built by hand rather than with `TcpStream::connect`: that one asks the socket for
+/// SO_ERROR once it is writable, a system call per connection that the readiness event
+/// makes unnecessary — a connect that failed reports an error or a hang-up with it, so
+/// SO_ERROR is read only then.
 async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let ready = tokio::time::timeout(timeout, stream.ready(Interest::WRITABLE | Interest::ERROR))
         .await
         .map_err(|_| {
             std::io::Error::new(
@@ -255,6 +277,33 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStre
                 format!("no answer within {timeout:?}"),
             )
         })??;
-    let _ = stream.set_nodelay(true);
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
+    }
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_gives_a_nodelay_stream_or_the_reason() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        let stream = connect(open, Duration::from_secs(5)).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        assert_eq!(stream.peer_addr().unwrap(), open);
+
+        // A port nobody listens on: refused with the kernel's own error, not a timeout.
+        drop(listener);
+        let error = connect(open, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{error}"
+        );
+    }
 }

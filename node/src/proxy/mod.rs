@@ -311,7 +311,7 @@ impl BackendRt {
         let (Some(table), Some(sink)) = (&self.stick, &self.sink) else {
             return 0;
         };
-        let connected = table.lock().connected();
+        let connected = table.lock().report_connected(now_ms);
         for (key, server) in &connected {
             sink.stick(&self.name, *key, server, now_ms);
         }
@@ -446,10 +446,11 @@ impl BackendRt {
         failed: &Arc<ServerRt>,
         tried: &[ServerName],
     ) -> Option<Arc<ServerRt>> {
+        let now_ms = now_ms();
         let next = match &self.stick {
             Some(table) => {
                 let mut table = table.lock();
-                let moved = table.reassign(client, &failed.name, |t| {
+                let moved = table.reassign(client, &failed.name, now_ms, |t| {
                     self.pick_new(client, tried, Some(t))
                         .map(|s| s.name.clone())
                 });
@@ -470,7 +471,7 @@ impl BackendRt {
         failed.assigned.fetch_sub(1, Ordering::Relaxed);
         if next.name != failed.name && self.stick.is_some() {
             self.m_stick_moves.inc();
-            self.replicate(client, &next.name, now_ms());
+            self.replicate(client, &next.name, now_ms);
         }
         Some(next)
     }
@@ -687,9 +688,16 @@ fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2:
         }
     }
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit it on Linux: one setsockopt per listener instead of one
+    // per connection.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
 }
+
+/// Whether sockets accepted on a [`listen_socket`] already have TCP_NODELAY (checked by
+/// `accepted_sockets_inherit_nodelay`).
+pub(crate) const ACCEPTED_HAVE_NODELAY: bool = cfg!(target_os = "linux");
 
 #[cfg(test)]
 mod tests {
@@ -729,6 +737,19 @@ mod tests {
 
     fn set_admin(b: &BackendRt, server: &str, state: AdminState) {
         b.server(server).unwrap().set_admin(state);
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        // One socket: with a group the kernel picks which one accepts.
+        let listener = listen_group(SocketAddr::from(([127, 0, 0, 1], 0)), 1)
+            .unwrap()
+            .remove(0);
+        listener.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // The connection path relies on it instead of setting it on every socket.
+        assert_eq!(accepted.nodelay().unwrap(), ACCEPTED_HAVE_NODELAY);
     }
 
     #[test]
