@@ -471,7 +471,11 @@ async fn connrate(
         let src = source(src_net, index as u32);
         tasks.spawn(async move {
             let mut first_error = None;
+            // Each connection's time from connect to the echo read: where a proxy
+            // stalls a connection, not only how many it serves.
+            let mut samples_us = Vec::new();
             while Instant::now() < deadline && done.load(Ordering::Relaxed) < max_conns {
+                let began = Instant::now();
                 let one = async {
                     let mut stream = connect_from(Some(src), target).await?;
                     stream.write_all(b"Eping-0123456789").await?;
@@ -489,6 +493,7 @@ async fn connrate(
                 match one.await {
                     Ok(()) => {
                         done.fetch_add(1, Ordering::Relaxed);
+                        samples_us.push(began.elapsed().as_micros() as u64);
                     }
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -497,15 +502,23 @@ async fn connrate(
                     }
                 }
             }
-            first_error
+            (first_error, samples_us)
         });
     }
     let mut first_error = None;
+    let mut samples_us = Vec::new();
     while let Some(result) = tasks.join_next().await {
-        if let Some(e) = result? {
+        let (error, samples) = result?;
+        if let Some(e) = error {
             first_error.get_or_insert(e);
         }
+        samples_us.extend(samples);
     }
+    samples_us.sort_unstable();
+    let pct = |p: f64| {
+        (!samples_us.is_empty())
+            .then(|| samples_us[((samples_us.len() as f64 * p) as usize).min(samples_us.len() - 1)])
+    };
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = common.cpu_secs().zip(cpu0).map(|(b, a)| b - a);
     let done = done.load(Ordering::Relaxed);
@@ -520,6 +533,9 @@ async fn connrate(
             "conn_per_s": done as f64 / elapsed,
             "cpu_s": cpu,
             "cpu_us_per_conn": cpu.map(|c| c * 1e6 / done.max(1) as f64),
+            "conn_p50_us": pct(0.50),
+            "conn_p99_us": pct(0.99),
+            "conn_max_us": samples_us.last(),
         }),
     ))
 }
