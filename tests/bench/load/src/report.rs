@@ -54,6 +54,13 @@ const METRICS: &[Metric] = &[
         target: true,
     },
     Metric {
+        record: "connrate",
+        field: "conn_p99_us",
+        title: "Connection time p99 (µs, connect to echo, 16 loops)",
+        higher_is_better: false,
+        target: false,
+    },
+    Metric {
         record: "idle",
         field: "kib_per_conn",
         title: "Memory per idle connection (KiB, 5,000 conns)",
