@@ -265,9 +265,10 @@ impl StickTable {
             return None;
         }
         let server = slot.server;
-        let report = !quiet || slot.reported != minute(now_ms);
+        let this_minute = minute(now_ms);
+        let report = !quiet || slot.reported != this_minute;
         if report {
-            slot.reported = minute(now_ms);
+            slot.reported = this_minute;
         }
         self.active[usize::from(server)] -= 1;
         report.then(|| self.servers[usize::from(server)].clone())

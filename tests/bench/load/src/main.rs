@@ -436,9 +436,7 @@ async fn latency(
         bail!("no latency samples");
     }
     samples.sort_unstable();
-    let pct = |p: f64| {
-        samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64 / 1000.0
-    };
+    let pct = |p: f64| percentile(&samples, p).unwrap_or(0) as f64 / 1000.0;
     Ok(common.record(
         "latency",
         json!({
@@ -450,6 +448,12 @@ async fn latency(
             "max_us": *samples.last().unwrap() as f64 / 1000.0,
         }),
     ))
+}
+
+/// The `p` quantile (0..=1) of `sorted` samples; `None` without samples.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((sorted.len() as f64 * p) as usize).min(last)])
 }
 
 async fn connrate(
@@ -515,10 +519,7 @@ async fn connrate(
         samples_us.extend(samples);
     }
     samples_us.sort_unstable();
-    let pct = |p: f64| {
-        (!samples_us.is_empty())
-            .then(|| samples_us[((samples_us.len() as f64 * p) as usize).min(samples_us.len() - 1)])
-    };
+    let pct = |p: f64| percentile(&samples_us, p);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = common.cpu_secs().zip(cpu0).map(|(b, a)| b - a);
     let done = done.load(Ordering::Relaxed);
