@@ -639,8 +639,6 @@ impl View {
     }
 }
 
-/// A listening socket with IP_FREEBIND, so a standby can bind the VIP before it holds
-/// it, and SO_REUSEADDR so a restart does not wait for TIME_WAIT.
 /// Accept loops per listening port: one per core, so accepting scales like the rest.
 pub(crate) fn accept_loops() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
@@ -671,6 +669,8 @@ pub(crate) fn listen_group(
         .collect()
 }
 
+/// A listening socket with IP_FREEBIND, so a standby can bind the VIP before it holds
+/// it, and SO_REUSEADDR so a restart does not wait for TIME_WAIT.
 fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

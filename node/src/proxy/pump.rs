@@ -84,7 +84,7 @@ pub struct Idle {
 }
 
 #[derive(Debug)]
-enum PumpError {
+pub enum PumpError {
     Read(io::Error),
     Write(io::Error),
 }
@@ -288,6 +288,77 @@ fn copy_step(
     })
 }
 
+/// What [`send_early`] found out about the server's connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// Bytes reached the server: its connect has succeeded.
+    Connected,
+    /// Nothing was sent (the client had sent nothing yet, or the server is still
+    /// connecting): the caller waits for the connect as usual.
+    Unknown,
+}
+
+/// Sends the client's first bytes to a server whose connect may still be in progress,
+/// without waiting for either socket to be reported ready. The handshake over loopback
+/// or a fast LAN usually completes inside connect(), and a client's first request
+/// usually arrives with its connection, so this saves the round through the poller
+/// that waiting for "connected" and then for "readable" would cost, as HAProxy's
+/// speculative I/O does.
+///
+/// The client is read only when `read_client` (once per connection; later attempts
+/// send `carry`), and only if tokio holds it readable, as it does for a freshly
+/// accepted socket. Bytes the server does not take yet stay in `carry`, for the next
+/// attempt or for after the connect is confirmed.
+///
+/// `Err(Write)` means the server's connect failed (refused, unreachable, reset).
+pub fn send_early(
+    client: &TcpStream,
+    server: &TcpStream,
+    carry: &mut Vec<u8>,
+    read_client: bool,
+    account: &(dyn Fn(usize) + Sync),
+) -> Result<Early, PumpError> {
+    let send = |bytes: &[u8]| match socket2::SockRef::from(server).send(bytes) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(PumpError::Write(e)),
+    };
+    if !carry.is_empty() {
+        let Some(n) = send(carry)? else {
+            return Ok(Early::Unknown);
+        };
+        carry.drain(..n);
+        return Ok(Early::Connected);
+    }
+    if !read_client {
+        return Ok(Early::Unknown);
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let n = match read_draining(client, &mut scratch) {
+            // The relay reads the FIN again: EOF stays readable.
+            Ok(0) => return Ok(Early::Unknown),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Early::Unknown),
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        account(n);
+        let sent = send(&scratch[..n]);
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                carry.extend_from_slice(&scratch[..n]);
+                return Err(e);
+            }
+        };
+        carry.extend_from_slice(&scratch[sent.unwrap_or(0)..n]);
+        Ok(match sent {
+            Some(_) => Early::Connected,
+            None => Early::Unknown,
+        })
+    })
+}
+
 /// A read that also tells tokio the socket is drained when the kernel returned less
 /// than asked for (TCP returns short only when its receive queue is empty), so that the
 /// next wait goes straight to the poller instead of first making a read that would
@@ -311,7 +382,7 @@ fn read_draining(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         to.writable().await?;
         match to.try_write(data) {

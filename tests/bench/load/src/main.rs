@@ -329,6 +329,16 @@ async fn serve_backend(mut stream: TcpStream, id: u8) -> std::io::Result<()> {
 async fn connect_from(src: Option<IpAddr>, target: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(src) = src {
+        // The port is picked at connect(), per (source, destination), where the kernel
+        // may reuse a TIME_WAIT port; picked at bind() it must be free of every socket,
+        // and after a few rounds of the connection-rate test the search through ~28,000
+        // ports in TIME_WAIT slowed the clients down, not the proxy.
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        )
+        .map_err(std::io::Error::from)?;
         socket.bind(SocketAddr::new(src, 0))?;
     }
     let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(target))
