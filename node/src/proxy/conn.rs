@@ -336,7 +336,7 @@ async fn connect(
             return Err(ConnectError::Client(e));
         }
     };
-    if sent == pump::Early::Unknown {
+    if sent == pump::ConnectState::Unknown {
         let ready =
             tokio::time::timeout(timeout, stream.ready(Interest::WRITABLE | Interest::ERROR))
                 .await

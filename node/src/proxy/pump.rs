@@ -290,9 +290,9 @@ fn copy_step(
 
 /// What [`send_early`] found out about the server's connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Early {
+pub enum ConnectState {
     /// Bytes reached the server: its connect has succeeded.
-    Connected,
+    Established,
     /// Nothing was sent (the client had sent nothing yet, or the server is still
     /// connecting): the caller waits for the connect as usual.
     Unknown,
@@ -302,8 +302,7 @@ pub enum Early {
 /// without waiting for either socket to be reported ready. The handshake over loopback
 /// or a fast LAN usually completes inside connect(), and a client's first request
 /// usually arrives with its connection, so this saves the round through the poller
-/// that waiting for "connected" and then for "readable" would cost, as HAProxy's
-/// speculative I/O does.
+/// that waiting for "connected" would cost.
 ///
 /// The client is read only when `read_client` (once per connection; later attempts
 /// send `carry`), and only if tokio holds it readable, as it does for a freshly
@@ -317,7 +316,7 @@ pub fn send_early(
     carry: &mut Vec<u8>,
     read_client: bool,
     account: &(dyn Fn(usize) + Sync),
-) -> Result<Early, PumpError> {
+) -> Result<ConnectState, PumpError> {
     let send = |bytes: &[u8]| match socket2::SockRef::from(server).send(bytes) {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -325,26 +324,25 @@ pub fn send_early(
     };
     if !carry.is_empty() {
         let Some(n) = send(carry)? else {
-            return Ok(Early::Unknown);
+            return Ok(ConnectState::Unknown);
         };
         carry.drain(..n);
-        return Ok(Early::Connected);
+        return Ok(ConnectState::Established);
     }
     if !read_client {
-        return Ok(Early::Unknown);
+        return Ok(ConnectState::Unknown);
     }
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let n = match read_draining(client, &mut scratch) {
             // The relay reads the FIN again: EOF stays readable.
-            Ok(0) => return Ok(Early::Unknown),
+            Ok(0) => return Ok(ConnectState::Unknown),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Early::Unknown),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ConnectState::Unknown),
             Err(e) => return Err(PumpError::Read(e)),
         };
         account(n);
-        let sent = send(&scratch[..n]);
-        let sent = match sent {
+        let sent = match send(&scratch[..n]) {
             Ok(sent) => sent,
             Err(e) => {
                 carry.extend_from_slice(&scratch[..n]);
@@ -352,9 +350,10 @@ pub fn send_early(
             }
         };
         carry.extend_from_slice(&scratch[sent.unwrap_or(0)..n]);
-        Ok(match sent {
-            Some(_) => Early::Connected,
-            None => Early::Unknown,
+        Ok(if sent.is_some() {
+            ConnectState::Established
+        } else {
+            ConnectState::Unknown
         })
     })
 }
