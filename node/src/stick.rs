@@ -321,12 +321,12 @@ impl StickTable {
     /// Clients with open connections here, taken as reported at `now_ms`: the caller
     /// refreshes their replicated entries.
     pub fn report_connected(&mut self, now_ms: u64) -> Vec<(IpAddr, ServerName)> {
-        let servers = &self.servers;
+        let (servers, this_minute) = (&self.servers, minute(now_ms));
         self.entries
             .iter_mut()
             .filter(|(_, s)| s.open > 0)
             .map(|(k, s)| {
-                s.reported = minute(now_ms);
+                s.reported = this_minute;
                 (*k, servers[usize::from(s.server)].clone())
             })
             .collect()

@@ -267,13 +267,10 @@ fn copy_step(
 ) -> Result<Step, PumpError> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let n = match read_draining(from, &mut scratch) {
-            Ok(0) => return Ok(Step::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::WouldBlock),
-            Err(e) => return Err(PumpError::Read(e)),
+        let n = match read_counted(from, &mut scratch, account)? {
+            Step::Moved(n) => n,
+            nothing => return Ok(nothing),
         };
-        account(n);
         let mut written = 0;
         while written < n {
             match to.try_write(&scratch[written..n]) {
@@ -334,14 +331,10 @@ pub fn send_early(
     }
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let n = match read_draining(client, &mut scratch) {
-            // The relay reads the FIN again: EOF stays readable.
-            Ok(0) => return Ok(ConnectState::Unknown),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ConnectState::Unknown),
-            Err(e) => return Err(PumpError::Read(e)),
+        // Nothing yet, or a FIN, which the relay reads again (EOF stays readable).
+        let Step::Moved(n) = read_counted(client, &mut scratch, account)? else {
+            return Ok(ConnectState::Unknown);
         };
-        account(n);
         let sent = match send(&scratch[..n]) {
             Ok(sent) => sent,
             Err(e) => {
@@ -356,6 +349,23 @@ pub fn send_early(
             ConnectState::Unknown
         })
     })
+}
+
+/// One read into `buf`; what it moved is counted.
+fn read_counted(
+    from: &TcpStream,
+    buf: &mut [u8],
+    account: &(dyn Fn(usize) + Sync),
+) -> Result<Step, PumpError> {
+    match read_draining(from, buf) {
+        Ok(0) => Ok(Step::Eof),
+        Ok(n) => {
+            account(n);
+            Ok(Step::Moved(n))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::WouldBlock),
+        Err(e) => Err(PumpError::Read(e)),
+    }
 }
 
 /// A read that also tells tokio the socket is drained when the kernel returned less
