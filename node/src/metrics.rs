@@ -29,6 +29,11 @@ pub struct ServerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabels {
+    pub thread: usize,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
     pub frontend: String,
     pub direction: &'static str,
@@ -73,6 +78,7 @@ pub struct Metrics {
     pub stick_capacity: Family<BackendLabels, Gauge>,
     pub stick_evictions: Family<BackendLabels, Counter>,
     pub stick_moves: Family<BackendLabels, Counter>,
+    pub plane_connections: Family<ThreadLabels, Gauge>,
     pub cluster: ClusterMetrics,
     pub vrrp: VrrpMetrics,
 }
@@ -137,6 +143,7 @@ impl Metrics {
             stick_capacity: Family::default(),
             stick_evictions: Family::default(),
             stick_moves: Family::default(),
+            plane_connections: Family::default(),
             cluster: ClusterMetrics::default(),
             vrrp: VrrpMetrics::default(),
             registry: Registry::default(),
@@ -222,6 +229,11 @@ impl Metrics {
             "ballast_stick_moves",
             "Clients moved off a server that was down, in maint or unreachable",
             m.stick_moves.clone(),
+        );
+        r.register(
+            "ballast_plane_connections",
+            "Client connections each data-plane thread of the process serves",
+            m.plane_connections.clone(),
         );
         let c = &m.cluster;
         for (name, help, gauge) in [

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::harness::http::metric_value;
 use crate::harness::{open, src_ip, within, Backend, BackendCfg, FrontendCfg, Node};
 
 fn spawn_servers(prefix: &str) -> Vec<Backend> {
@@ -131,6 +132,58 @@ async fn leastconn_follows_weights() {
                 "weighted leastconn 1:2:3 over 30 held connections: {count:?}"
             );
         }
+    })
+    .await;
+}
+
+/// Long-lived connections spread evenly over the data-plane threads, whichever thread's
+/// socket the kernel's SO_REUSEPORT hash picked for each: the hash alone would leave 100
+/// connections on 2 threads within 2 of each other about one time in four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_connections_spread_evenly_over_the_plane_threads() {
+    const HELD: usize = 100;
+    let servers = spawn_servers("t");
+    let mut b = BackendCfg::new("threads").balance("leastconn");
+    for s in &servers {
+        b = b.server(s.name(), s.addr());
+    }
+    let node = Node::new()
+        .frontend(FrontendCfg::new("f", "threads"))
+        .backend(b)
+        .spawn();
+    within(60, "connections over plane threads", async {
+        let mut held = Vec::new();
+        for i in 0..HELD {
+            let c = open(src_ip(56, i), node.addr("f", 0))
+                .await
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            held.push(c);
+        }
+        let metrics = node.metrics();
+        let per_thread: Vec<usize> = (0..)
+            .map_while(|thread| {
+                metric_value(
+                    &metrics,
+                    "ballast_plane_connections",
+                    &[("thread", &thread.to_string())],
+                )
+            })
+            .map(|v| v as usize)
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        assert_eq!(
+            per_thread.len(),
+            threads,
+            "one gauge per plane thread: {per_thread:?}"
+        );
+        assert_eq!(per_thread.iter().sum::<usize>(), HELD, "{per_thread:?}");
+        let (least, most) = (per_thread.iter().min(), per_thread.iter().max());
+        assert!(
+            most.zip(least).is_some_and(|(m, l)| m - l <= 2),
+            "{HELD} held connections over the plane threads: {per_thread:?}"
+        );
+        eprintln!("{HELD} held connections per plane thread: {per_thread:?}");
+        drop(held);
     })
     .await;
 }

@@ -21,18 +21,22 @@ use tracing::{debug, error, info, warn};
 
 use super::plane::ListenerSlot;
 use super::pump::{self, End, Flow, Idle};
-use super::{canonical_client, now_ms, BackendRt, DataPlane, FrontendRt, ServerRt};
+use super::{canonical_client, now_ms, workers, BackendRt, DataPlane, FrontendRt, ServerRt};
 use crate::stick::ServerName;
 
 /// Connection attempts per client connection, each on a different server when one is
 /// available.
 const MAX_ATTEMPTS: usize = 3;
 
+/// Accepts on one socket of a listening port's group, on plane thread `here`, and
+/// starts each connection on the thread [`workers::place`] picks.
 pub(super) async fn accept_loop(
     plane: Arc<DataPlane>,
     slot: Arc<ListenerSlot>,
     listener: std::net::TcpListener,
+    here: usize,
 ) {
+    let workers = workers::workers();
     // Registered here, with the runtime of the plane thread this task runs on.
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
@@ -46,7 +50,35 @@ pub(super) async fn accept_loop(
             Ok((stream, peer)) => {
                 plane.note_accept();
                 let frontend = slot.frontend.load_full();
-                tokio::spawn(handle(plane.clone(), frontend, stream, peer));
+                let mut loads = [0; super::MAX_PLANE_THREADS];
+                for (load, worker) in loads.iter_mut().zip(workers) {
+                    *load = worker.connections();
+                }
+                let to = workers::place(&loads[..workers.len()], here);
+                let carried = workers[to].carry();
+                let plane = plane.clone();
+                if to == here {
+                    tokio::spawn(async move {
+                        let _carried = carried;
+                        handle(plane, frontend, stream, peer).await;
+                    });
+                    continue;
+                }
+                // The socket leaves this thread's poller and joins the other's there.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        warn!(client = %peer, error = %e, "cannot hand a connection to another thread");
+                        continue;
+                    }
+                };
+                workers[to].handle.spawn(async move {
+                    let _carried = carried;
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => handle(plane, frontend, stream, peer).await,
+                        Err(e) => warn!(client = %peer, error = %e, "cannot watch a handed-off connection"),
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.

@@ -641,8 +641,11 @@ impl View {
 
 /// Accept loops per listening port: one per core, so accepting scales like the rest.
 pub(crate) fn accept_loops() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, MAX_PLANE_THREADS))
 }
+
+/// At most this many plane threads, and sockets per listening port.
+const MAX_PLANE_THREADS: usize = 8;
 
 /// `n` sockets on `addr` sharing the port through SO_REUSEPORT, so the kernel spreads
 /// new connections over `n` accept loops instead of queueing them behind one.

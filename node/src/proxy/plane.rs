@@ -236,9 +236,14 @@ impl DataPlane {
             let workers = workers::workers();
             let tasks = group
                 .into_iter()
-                .zip(workers.iter().cycle())
-                .map(|(listener, worker)| {
-                    worker.spawn(conn::accept_loop(self.clone(), slot.clone(), listener))
+                .zip((0..workers.len()).cycle())
+                .map(|(listener, here)| {
+                    workers[here].handle.spawn(conn::accept_loop(
+                        self.clone(),
+                        slot.clone(),
+                        listener,
+                        here,
+                    ))
                 })
                 .collect();
             rt.listeners.insert(addr, Listener { slot, local, tasks });
@@ -356,6 +361,12 @@ impl DataPlane {
     pub fn render_metrics(&self) -> String {
         for backend in self.view().backends.values() {
             backend.export_stick_metrics(&self.metrics);
+        }
+        for (thread, worker) in workers::running().iter().enumerate() {
+            self.metrics
+                .plane_connections
+                .get_or_create(&crate::metrics::ThreadLabels { thread })
+                .set(worker.connections() as i64);
         }
         self.metrics.render()
     }
