@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
+use super::accept::Acceptor;
 use super::plane::ListenerSlot;
 use super::pump::{self, End, Flow, Idle};
 use super::{canonical_client, now_ms, workers, BackendRt, DataPlane, FrontendRt, ServerRt};
@@ -37,16 +38,16 @@ pub(super) async fn accept_loop(
     here: usize,
 ) {
     let workers = workers::workers();
-    // Registered here, with the runtime of the plane thread this task runs on.
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
+    // Watched here, with the runtime of the plane thread this task runs on.
+    let acceptor = match Acceptor::new(listener) {
+        Ok(acceptor) => acceptor,
         Err(e) => {
             error!(frontend = %slot.frontend.load(), error = %e, "cannot watch a listening socket");
             return;
         }
     };
     loop {
-        match listener.accept().await {
+        match acceptor.accept().await {
             Ok((stream, peer)) => {
                 plane.note_accept();
                 let frontend = slot.frontend.load_full();
@@ -56,29 +57,12 @@ pub(super) async fn accept_loop(
                 }
                 let to = workers::place(&loads[..workers.len()], here);
                 let carried = workers[to].carry();
-                let plane = plane.clone();
-                if to == here {
-                    tokio::spawn(async move {
-                        let _carried = carried;
-                        handle(plane, frontend, stream, peer).await;
-                    });
-                    continue;
-                }
-                // The socket leaves this thread's poller and joins the other's there.
-                let stream = match stream.into_std() {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        warn!(client = %peer, error = %e, "cannot hand a connection to another thread");
-                        continue;
-                    }
-                };
-                workers[to].handle.spawn(async move {
-                    let _carried = carried;
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => handle(plane, frontend, stream, peer).await,
-                        Err(e) => warn!(client = %peer, error = %e, "cannot watch a handed-off connection"),
-                    }
-                });
+                // The connection's task is `handle` itself: a wrapper future stores its
+                // captures beside `handle`'s, 0.12 KiB more per idle connection when
+                // measured.
+                workers[to]
+                    .handle
+                    .spawn(handle(plane.clone(), frontend, stream, peer, carried));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.
@@ -89,12 +73,23 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// One client connection on the plane thread that serves it, counted there (`_carried`)
+/// until it ends.
 async fn handle(
     plane: Arc<DataPlane>,
     frontend_name: Arc<String>,
-    client: TcpStream,
+    client: std::net::TcpStream,
     peer: SocketAddr,
+    _carried: workers::Carried,
 ) {
+    // Registered once, with the poller of this thread.
+    let client = match TcpStream::from_std(client) {
+        Ok(client) => client,
+        Err(e) => {
+            warn!(client = %peer, error = %e, "cannot watch a connection");
+            return;
+        }
+    };
     let (frontend, backend) = {
         let view = plane.view();
         let Some(frontend) = view.frontends.get(frontend_name.as_str()).cloned() else {
@@ -401,6 +396,7 @@ async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     /// A client connection as the accept loop gets it, with `sent` already on its way.
     async fn accepted_client(sent: &[u8]) -> (std::net::TcpStream, TcpStream) {

@@ -9,6 +9,7 @@
 //! must reach the other nodes go to a [`ReplicationSink`] (the node's journal), which
 //! never blocks.
 
+mod accept;
 mod conn;
 mod plane;
 mod pump;

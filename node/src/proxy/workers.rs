@@ -1,19 +1,19 @@
 //! The threads client connections live on: one single-threaded tokio runtime per core,
 //! each with its own socket of the listening port's SO_REUSEPORT group.
 //!
-//! A connection is accepted, decided, connected and relayed on the thread whose socket
-//! the kernel picked, and stays there: no work stealing, no waking another thread for
-//! its I/O, timers in that thread's own wheel. Measured against the node's shared
+//! A connection is decided, connected and relayed on one thread, and stays there: no
+//! work stealing, no waking another thread for its I/O, timers in that thread's own
+//! wheel. Measured against the node's shared
 //! multi-threaded runtime (connect, 16-byte echo, close; 2 cores): proxy CPU per
 //! connection 48.6 → 44.3 µs, futex calls 0.23 → 0.03 per connection. It also keeps
 //! the control plane (API, Raft, VRRP, health checks — still on the shared runtime)
 //! from delaying connections while it works, say on a snapshot.
 //!
-//! The kernel's SO_REUSEPORT hash picks the accepting thread without knowing how busy it
-//! is, and long-lived connections never move, so the accepting thread hands a new
-//! connection to another thread when that one serves [`HANDOFF_MARGIN`] fewer
-//! connections ([`place`]) — the least-loaded placement HAProxy's multi-queue accept
-//! makes too.
+//! Which thread is decided at accept. The kernel's SO_REUSEPORT hash picks the accepting
+//! thread without knowing how busy it is, and long-lived connections never move, so the
+//! accepting thread hands a new connection to another thread when that one serves
+//! [`HANDOFF_MARGIN`] fewer connections ([`place`]): the least-loaded placement HAProxy's
+//! multi-queue accept makes too (docs/design-notes.md).
 //!
 //! The threads are started once per process (several nodes in one process — the demo —
 //! share them) and run until it exits; the plane stops its tasks on them by aborting
