@@ -116,8 +116,10 @@ enum Cmd {
     },
     /// Medians and ratios to HAProxy from the collected JSON lines, as Markdown.
     Report {
-        #[arg(long)]
-        input: std::path::PathBuf,
+        /// A run's results.jsonl; given several times, the runs are pooled (medians
+        /// over all of them, pairs within each).
+        #[arg(long, required = true)]
+        input: Vec<std::path::PathBuf>,
         #[arg(long, default_value = "haproxy")]
         baseline: String,
     },

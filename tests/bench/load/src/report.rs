@@ -1,9 +1,15 @@
-//! Turns the JSON lines of a benchmark run into Markdown: medians over repetitions,
-//! ratios to the baseline (HAProxy) and whether Ballast meets each target.
+//! Turns the JSON lines of one or more benchmark runs into Markdown: medians over
+//! repetitions, ratios to the baseline (HAProxy), whether Ballast meets each target, and
+//! the same comparison round by round.
+//!
+//! The machine's speed drifts within a run; a median over all rounds can then compare
+//! Ballast's fast rounds with HAProxy's slow ones. Proxies are measured back to back
+//! within a round, so a ratio per round ("pair") cancels most of that drift, and how
+//! many pairs Ballast wins says whether a median ratio is more than noise.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -106,6 +112,38 @@ const METRICS: &[Metric] = &[
 
 const LABELS: &[&str] = &["direct", "ballast", "before", "haproxy", "nginx"];
 
+/// One proxy against the baseline over the pairs where both were measured.
+struct Paired {
+    ratios: Vec<f64>,
+    /// Pairs in which the proxy did better than the baseline (ties count as not better).
+    better: usize,
+}
+
+fn paired(
+    by_pair: &BTreeMap<PairKey, BTreeMap<String, f64>>,
+    label: &str,
+    baseline: &str,
+    higher_is_better: bool,
+) -> Option<Paired> {
+    let mut result = Paired {
+        ratios: Vec::new(),
+        better: 0,
+    };
+    for measured in by_pair.values() {
+        let (Some(&v), Some(&b)) = (measured.get(label), measured.get(baseline)) else {
+            continue;
+        };
+        if b == 0.0 {
+            continue;
+        }
+        result.ratios.push(v / b);
+        if (higher_is_better && v > b) || (!higher_is_better && v < b) {
+            result.better += 1;
+        }
+    }
+    (!result.ratios.is_empty()).then_some(result)
+}
+
 fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -132,28 +170,52 @@ fn fmt(value: f64) -> String {
     }
 }
 
-pub fn render(input: &Path, baseline: &str) -> Result<String> {
-    let text = std::fs::read_to_string(input)
-        .with_context(|| format!("cannot read {}", input.display()))?;
-    let records: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("bad result line: {l}")))
-        .collect::<Result<_>>()?;
-    // (record, field, label) → value per repetition
-    let mut values: BTreeMap<(String, String, String), Vec<(u64, f64)>> = BTreeMap::new();
+/// Where one measurement was taken: which input file (run), repetition and round.
+/// Proxies measured with the same key ran back to back.
+type PairKey = (usize, u64, usize);
+
+pub fn render(inputs: &[PathBuf], baseline: &str) -> Result<String> {
+    let mut records: Vec<(usize, Value)> = Vec::new();
+    for (run, input) in inputs.iter().enumerate() {
+        let text = std::fs::read_to_string(input)
+            .with_context(|| format!("cannot read {}", input.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let record = serde_json::from_str(line)
+                .with_context(|| format!("bad result line in {}: {line}", input.display()))?;
+            records.push((run, record));
+        }
+    }
+    let several = inputs.len() > 1;
+    // (record, field, label) → (where, value) per measurement; "where" is the repetition,
+    // prefixed by the run when there are several.
+    let mut values: BTreeMap<(String, String, String), Vec<(String, f64)>> = BTreeMap::new();
+    // (record, field) → pair → label → value
+    let mut pairs: BTreeMap<(String, String), BTreeMap<PairKey, BTreeMap<String, f64>>> =
+        BTreeMap::new();
+    // Rounds are written in order: the n-th record of a proxy in a repetition is round n.
+    let mut rounds_seen: BTreeMap<(usize, String, String, u64), usize> = BTreeMap::new();
     let mut failures = Vec::new();
-    for r in &records {
+    for (run, r) in &records {
         let name = r["name"].as_str().unwrap_or("?").to_string();
         let label = r["label"].as_str().unwrap_or("?").to_string();
         let rep = r["rep"].as_u64().unwrap_or(0);
+        let round = rounds_seen
+            .entry((*run, name.clone(), label.clone(), rep))
+            .or_default();
+        let key: PairKey = (*run, rep, *round);
+        *round += 1;
+        let at = if several {
+            format!("{}.{rep}", run + 1)
+        } else {
+            rep.to_string()
+        };
         if let Some(e) = r.get("error").and_then(Value::as_str) {
-            failures.push(format!("rep {rep}, {label}, {name}: {e}"));
+            failures.push(format!("rep {at}, {label}, {name}: {e}"));
         }
         for (key, failed) in [("errors", "errors"), ("sockets_short", "sockets short")] {
             if let Some(n) = r.get(key).and_then(Value::as_u64).filter(|n| *n > 0) {
                 failures.push(format!(
-                    "rep {rep}, {label}, {name}: {n} {failed} ({})",
+                    "rep {at}, {label}, {name}: {n} {failed} ({})",
                     r.get("first_error").and_then(Value::as_str).unwrap_or("-")
                 ));
             }
@@ -166,7 +228,13 @@ pub fn render(input: &Path, baseline: &str) -> Result<String> {
                 values
                     .entry((name.clone(), field.clone(), label.clone()))
                     .or_default()
-                    .push((rep, v));
+                    .push((at.clone(), v));
+                pairs
+                    .entry((name.clone(), field.clone()))
+                    .or_default()
+                    .entry(key)
+                    .or_default()
+                    .insert(label.clone(), v);
             }
         }
     }
@@ -180,15 +248,20 @@ pub fn render(input: &Path, baseline: &str) -> Result<String> {
     };
     let reps = records
         .iter()
-        .filter_map(|r| r["rep"].as_u64())
+        .filter_map(|(run, r)| Some((run, r["rep"].as_u64()?)))
         .collect::<std::collections::BTreeSet<_>>()
         .len();
 
     let mut out = String::new();
+    let over = if several {
+        format!("{} runs, {reps} repetitions in all", inputs.len())
+    } else {
+        format!("{reps} repetition(s)")
+    };
     writeln!(
         out,
-        "Medians over {reps} repetition(s) (for latency and connections/s, over every \
-         round of every repetition); ratio = proxy / {baseline} (same run). \
+        "Medians over {over} (for latency and connections/s, over every \
+         round of every repetition); ratio = proxy / {baseline}'s median. \
          Target: the issue's ratio to {baseline} that Ballast must reach.\n"
     )?;
     let present: Vec<&str> = LABELS
@@ -265,6 +338,39 @@ pub fn render(input: &Path, baseline: &str) -> Result<String> {
         writeln!(out, "{row}")?;
     }
 
+    writeln!(
+        out,
+        "\nRound by round: each pair is one repetition (one round, for latency and \
+         connections/s) in which both proxies ran back to back; the ratio is taken \
+         within the pair, then the median over pairs.\n"
+    )?;
+    writeln!(
+        out,
+        "| figure | proxy | pairs | median ratio to {} | better than {} in |",
+        title(baseline),
+        title(baseline)
+    )?;
+    writeln!(out, "|---|---|---:|---:|---|")?;
+    for m in METRICS.iter().filter(|m| m.target) {
+        let Some(by_pair) = pairs.get(&(m.record.into(), m.field.into())) else {
+            continue;
+        };
+        for label in ratio_labels.iter().filter(|l| **l != "nginx") {
+            let Some(mut compared) = paired(by_pair, label, baseline, m.higher_is_better) else {
+                continue;
+            };
+            let better = compared.better;
+            let n = compared.ratios.len();
+            let ratio = median(&mut compared.ratios).map_or("—".into(), |r| format!("{r:.2}×"));
+            writeln!(
+                out,
+                "| {} | {} | {n} | {ratio} | {better} of {n} |",
+                m.title,
+                title(label)
+            )?;
+        }
+    }
+
     writeln!(out, "\nEvery repetition (rep: value):\n")?;
     writeln!(out, "| figure | proxy | values |")?;
     writeln!(out, "|---|---|---|")?;
@@ -286,4 +392,75 @@ pub fn render(input: &Path, baseline: &str) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(values: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        values.iter().map(|(l, v)| (l.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_pair_counts_only_where_both_proxies_ran_and_better_follows_the_direction() {
+        let by_pair: BTreeMap<PairKey, BTreeMap<String, f64>> = [
+            ((0, 1, 0), pair(&[("ballast", 10.0), ("haproxy", 8.0)])),
+            ((0, 1, 1), pair(&[("ballast", 5.0), ("haproxy", 10.0)])),
+            ((0, 2, 0), pair(&[("ballast", 7.0)])),
+            ((0, 2, 1), pair(&[("ballast", 7.0), ("haproxy", 7.0)])),
+        ]
+        .into();
+        let higher = paired(&by_pair, "ballast", "haproxy", true).expect("pairs");
+        assert_eq!(higher.ratios, vec![1.25, 0.5, 1.0]);
+        assert_eq!(higher.better, 1, "a tie is not better");
+        let lower = paired(&by_pair, "ballast", "haproxy", false).expect("pairs");
+        assert_eq!(lower.better, 1);
+        assert!(paired(&by_pair, "nginx", "haproxy", true).is_none());
+    }
+
+    #[test]
+    fn rounds_pair_by_their_order_within_a_repetition_and_runs_pool() {
+        let dir = std::env::temp_dir().join(format!("ballast-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let line = |label: &str, rate: f64| {
+            format!(r#"{{"name":"connrate","label":"{label}","rep":1,"conn_per_s":{rate}}}"#)
+        };
+        // Run 1: round 0 Ballast 2x HAProxy, round 1 half; run 2: 3x.
+        let first = dir.join("first.jsonl");
+        let second = dir.join("second.jsonl");
+        std::fs::write(
+            &first,
+            [
+                line("ballast", 100.0),
+                line("haproxy", 50.0),
+                line("ballast", 10.0),
+                line("haproxy", 20.0),
+            ]
+            .join("\n"),
+        )
+        .expect("write");
+        std::fs::write(
+            &second,
+            [line("haproxy", 10.0), line("ballast", 30.0)].join("\n"),
+        )
+        .expect("write");
+        let out = render(&[first, second], "haproxy").expect("report");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(out.contains("Medians over 2 runs"), "{out}");
+        assert!(
+            out.contains("| New connections per second | Ballast | 3 | 2.00× | 2 of 3 |"),
+            "{out}"
+        );
+        // The pooled median: Ballast 30 (of 10, 30, 100) over HAProxy 20 (of 10, 20, 50).
+        assert!(
+            out.contains("| New connections per second | 30.0 | 20.0 | 1.50× |"),
+            "{out}"
+        );
+        // Each value says which run and repetition it came from.
+        assert!(
+            out.contains("| ballast | 1.1: 100, 1.1: 10.0, 2.1: 30.0 |"),
+            "{out}"
+        );
+    }
 }
