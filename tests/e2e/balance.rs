@@ -12,6 +12,19 @@ fn spawn_servers(prefix: &str) -> Vec<Backend> {
         .collect()
 }
 
+/// A backend named `name` balancing over `servers` with `balance`, each at weight 1.
+fn backend_over<'a>(
+    name: &str,
+    balance: &str,
+    servers: impl IntoIterator<Item = &'a Backend>,
+) -> BackendCfg {
+    servers
+        .into_iter()
+        .fold(BackendCfg::new(name).balance(balance), |b, s| {
+            b.server(s.name(), s.addr())
+        })
+}
+
 /// Opens `n` connections one after the other (each closed before the next) from distinct
 /// client addresses and counts where they land.
 async fn tally(node: &Node, frontend: &str, group: u8, n: usize) -> BTreeMap<String, usize> {
@@ -29,10 +42,7 @@ async fn tally(node: &Node, frontend: &str, group: u8, n: usize) -> BTreeMap<Str
 async fn roundrobin_spreads_evenly_and_by_weight() {
     let plain = spawn_servers("r");
     let weighted = spawn_servers("w");
-    let mut rr = BackendCfg::new("rr").balance("roundrobin");
-    for s in &plain {
-        rr = rr.server(s.name(), s.addr());
-    }
+    let rr = backend_over("rr", "roundrobin", &plain);
     let mut wrr = BackendCfg::new("wrr").balance("roundrobin");
     for (w, s) in weighted.iter().enumerate() {
         wrr = wrr.server_with(s.name(), s.addr(), &format!("weight = {}", w + 1));
@@ -65,10 +75,7 @@ async fn roundrobin_spreads_evenly_and_by_weight() {
 async fn source_maps_each_client_address_to_one_server() {
     const CLIENTS: usize = 40;
     let servers = spawn_servers("h");
-    let mut b = BackendCfg::new("src").balance("source");
-    for s in &servers {
-        b = b.server(s.name(), s.addr());
-    }
+    let b = backend_over("src", "source", &servers);
     let node = Node::new()
         .frontend(FrontendCfg::new("fsrc", "src").ports(2))
         .backend(b)
@@ -143,10 +150,7 @@ async fn leastconn_follows_weights() {
 async fn held_connections_spread_evenly_over_the_plane_threads() {
     const HELD: usize = 100;
     let servers = spawn_servers("t");
-    let mut b = BackendCfg::new("threads").balance("leastconn");
-    for s in &servers {
-        b = b.server(s.name(), s.addr());
-    }
+    let b = backend_over("threads", "leastconn", &servers);
     let node = Node::new()
         .frontend(FrontendCfg::new("f", "threads"))
         .backend(b)
@@ -190,10 +194,7 @@ async fn held_connections_spread_evenly_over_the_plane_threads() {
 
 /// Maps clients 0..n through a fresh node whose backend has `servers` (balance source).
 async fn source_map(servers: &[&Backend], n: usize) -> Vec<String> {
-    let mut b = BackendCfg::new("src").balance("source");
-    for s in servers {
-        b = b.server(s.name(), s.addr());
-    }
+    let b = backend_over("src", "source", servers.iter().copied());
     let node = Node::new()
         .frontend(FrontendCfg::new("f", "src"))
         .backend(b)
