@@ -2,14 +2,18 @@
 //!
 //! Families are registered once; the data plane resolves the labelled children it needs
 //! when it builds its runtime objects, so the connection path only touches atomics,
-//! never a label lookup. Values owned by other structures (stick table sizes) are copied
-//! in at scrape time by the data plane.
+//! never a label lookup or a lock ([`DurationHistogram`]). Values owned by other
+//! structures (stick table sizes) are copied in at scrape time by the data plane.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,25 +43,71 @@ pub struct BytesLabels {
     pub direction: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+/// Upper bounds, in seconds, of the connection-duration buckets: long-lived connections,
+/// from a tenth of a second to a day.
+const DURATION_BOUNDS_S: [f64; 10] = [
+    0.1,
+    1.0,
+    10.0,
+    60.0,
+    600.0,
+    3_600.0,
+    4.0 * 3_600.0,
+    10.0 * 3_600.0,
+    15.0 * 3_600.0,
+    24.0 * 3_600.0,
+];
 
-/// Long-lived connections: buckets from a second to a day.
-fn duration_histogram() -> Histogram {
-    Histogram::new(
-        [
-            0.1,
-            1.0,
-            10.0,
-            60.0,
-            600.0,
-            3_600.0,
-            4.0 * 3_600.0,
-            10.0 * 3_600.0,
-            15.0 * 3_600.0,
-            24.0 * 3_600.0,
-        ]
-        .into_iter(),
-    )
+/// A histogram of connection durations that every closing connection observes without a
+/// lock: prometheus-client's `Histogram` takes a write lock per observation, which every
+/// plane thread would share for each frontend. Buckets and the sum are separate atomics,
+/// so a scrape may see an observation in one and not yet in the other; the count is read
+/// from the buckets, so it always matches them.
+#[derive(Clone, Debug, Default)]
+pub struct DurationHistogram(Arc<DurationBuckets>);
+
+#[derive(Debug, Default)]
+struct DurationBuckets {
+    /// Per bucket, not cumulative; the last one is +Inf.
+    counts: [AtomicU64; DURATION_BOUNDS_S.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl DurationHistogram {
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = DURATION_BOUNDS_S
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(DURATION_BOUNDS_S.len());
+        let buckets = &self.0;
+        buckets.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        buckets.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets = &self.0;
+        // prometheus-client writes an upper bound of f64::MAX as +Inf.
+        let bounds = DURATION_BOUNDS_S.iter().copied().chain([f64::MAX]);
+        let counts: Vec<(f64, u64)> = bounds
+            .zip(&buckets.counts)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = counts.iter().map(|(_, n)| n).sum();
+        let sum = buckets.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<()>(sum, count, &counts, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 pub struct Metrics {
@@ -65,7 +115,7 @@ pub struct Metrics {
     pub frontend_active: Family<FrontendLabels, Gauge>,
     pub frontend_total: Family<FrontendLabels, Counter>,
     pub frontend_no_server: Family<FrontendLabels, Counter>,
-    pub connection_duration: HistogramFamily<FrontendLabels>,
+    pub connection_duration: Family<FrontendLabels, DurationHistogram>,
     pub bytes: Family<BytesLabels, Counter>,
     pub server_active: Family<ServerLabels, Gauge>,
     pub server_total: Family<ServerLabels, Counter>,
@@ -130,7 +180,7 @@ impl Metrics {
             frontend_active: Family::default(),
             frontend_total: Family::default(),
             frontend_no_server: Family::default(),
-            connection_duration: Family::new_with_constructor(duration_histogram),
+            connection_duration: Family::default(),
             bytes: Family::default(),
             server_active: Family::default(),
             server_total: Family::default(),
@@ -385,7 +435,7 @@ mod tests {
         m.server_up.get_or_create(&server_labels("b", "s1")).set(1);
         m.connection_duration
             .get_or_create(&frontend_labels("f"))
-            .observe(2.0);
+            .observe(Duration::from_secs(2));
         m.bytes
             .get_or_create(&BytesLabels {
                 frontend: "f".into(),
@@ -401,5 +451,53 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn connection_durations_fall_into_cumulative_buckets() {
+        let m = Metrics::new();
+        let h = m.connection_duration.get_or_create(&frontend_labels("f"));
+        for duration in [
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+            Duration::from_secs(15 * 3_600),
+            Duration::from_secs(2 * 24 * 3_600),
+        ] {
+            h.observe(duration);
+        }
+        drop(h);
+        let text = m.render();
+        let line = |suffix: &str| format!("ballast_connection_duration_seconds_{suffix}");
+        for needle in [
+            line("count{frontend=\"f\"} 5"),
+            line("sum{frontend=\"f\"} 226830.15"),
+            // A duration on a bound counts in that bound's bucket.
+            line("bucket{le=\"0.1\",frontend=\"f\"} 2"),
+            line("bucket{le=\"10.0\",frontend=\"f\"} 2"),
+            line("bucket{le=\"60.0\",frontend=\"f\"} 3"),
+            line("bucket{le=\"54000.0\",frontend=\"f\"} 4"),
+            line("bucket{le=\"86400.0\",frontend=\"f\"} 4"),
+            line("bucket{le=\"+Inf\",frontend=\"f\"} 5"),
+        ] {
+            assert!(text.contains(&needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn concurrent_observations_are_all_counted() {
+        let h = DurationHistogram::default();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..10_000 {
+                        h.observe(Duration::from_millis(1));
+                    }
+                });
+            }
+        });
+        let buckets = &h.0;
+        assert_eq!(buckets.counts[0].load(Ordering::Relaxed), 40_000);
+        assert_eq!(buckets.sum_us.load(Ordering::Relaxed), 40_000 * 1_000);
     }
 }

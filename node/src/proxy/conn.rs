@@ -125,7 +125,7 @@ async fn handle(
     .await;
     frontend.m_active.dec();
     let duration = started.elapsed();
-    frontend.m_duration.observe(duration.as_secs_f64());
+    frontend.m_duration.observe(duration);
     info!(
         client = %peer,
         frontend = %frontend.spec.name,

@@ -558,7 +558,7 @@ pub struct FrontendRt {
     m_active: Gauge,
     m_total: Counter,
     m_no_server: Counter,
-    m_duration: prometheus_client::metrics::histogram::Histogram,
+    m_duration: crate::metrics::DurationHistogram,
     m_bytes_in: Counter,
     m_bytes_out: Counter,
 }

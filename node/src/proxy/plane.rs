@@ -73,7 +73,8 @@ pub struct DataPlane {
     runtime: Mutex<Runtime>,
     /// The node's VIPs, and a generation bumped each time it lets them go: connections
     /// accepted on a VIP end then (see [`Self::release_vip_connections`]).
-    vips: parking_lot::RwLock<Vec<IpAddr>>,
+    /// Read by every accepted connection: swapped whole, never locked.
+    vips: ArcSwap<Vec<IpAddr>>,
     vips_released: tokio::sync::watch::Sender<u64>,
     /// Wall-clock ms of the first connection accepted since [`Self::arm_first_accept`];
     /// 0 while armed and waiting, `u64::MAX` when not armed.
@@ -96,14 +97,14 @@ impl DataPlane {
             model_applied: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
             first_accept_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
-            vips: parking_lot::RwLock::new(Vec::new()),
+            vips: ArcSwap::from_pointee(Vec::new()),
             vips_released: tokio::sync::watch::channel(0).0,
         })
     }
 
     /// The addresses VRRP moves between nodes.
     pub fn set_vips(&self, vips: Vec<IpAddr>) {
-        *self.vips.write() = vips;
+        self.vips.store(Arc::new(vips));
     }
 
     /// This node no longer holds its VIPs: end the connections accepted on them, with
@@ -117,13 +118,14 @@ impl DataPlane {
     /// For a connection accepted on `local`: resolves when this node lets its VIPs go,
     /// `None` when `local` is not a VIP.
     pub(super) fn vip_watch(&self, local: IpAddr) -> Option<tokio::sync::watch::Receiver<u64>> {
-        let vips = self.vips.read();
-        vips.contains(&local)
+        self.vips
+            .load()
+            .contains(&local)
             .then(|| self.vips_released.subscribe())
     }
 
     pub(super) fn has_vips(&self) -> bool {
-        !self.vips.read().is_empty()
+        !self.vips.load().is_empty()
     }
 
     /// Starts watching for the next accepted connection (a new master's first client).
