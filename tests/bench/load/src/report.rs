@@ -5,7 +5,9 @@
 //! The machine's speed drifts within a run; a median over all rounds can then compare
 //! Ballast's fast rounds with HAProxy's slow ones. Proxies are measured back to back
 //! within a round, so a ratio per round ("pair") cancels most of that drift, and how
-//! many pairs Ballast wins says whether a median ratio is more than noise.
+//! many pairs Ballast wins says whether a median ratio is more than noise. The 95 %
+//! interval of that median ([`median_interval`]) says it in one reading: ahead or behind
+//! when the whole interval is on one side of 1.0×, level when it straddles it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -155,6 +157,50 @@ fn median(values: &mut [f64]) -> Option<f64> {
     } else {
         (values[mid - 1] + values[mid]) / 2.0
     })
+}
+
+/// A distribution-free 95 % confidence interval for the median of `sorted` (ascending):
+/// order statistics picked with the binomial distribution, as the sign test does. It
+/// assumes nothing about how the ratios spread, only that pairs are independent. `None`
+/// under 6 values, where even the full range covers less than 95 %, and over 1,000
+/// (where 0.5^n leaves f64's range; runs have tens of pairs).
+fn median_interval(sorted: &[f64]) -> Option<(f64, f64)> {
+    let n = sorted.len();
+    if n > 1_000 {
+        return None;
+    }
+    // P(B <= j) for B ~ Binomial(n, 1/2), cumulated term by term.
+    let mut term = 0.5f64.powi(i32::try_from(n).ok()?);
+    let mut below = 0.0;
+    let mut k = 0;
+    for j in 0..n {
+        below += term;
+        if 2.0 * below > 0.05 {
+            break;
+        }
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    // [x(k), x(n-k+1)] in 1-based order statistics covers the median with probability
+    // 1 - 2 P(B <= k-1).
+    (k >= 1).then(|| (sorted[k - 1], sorted[n - k]))
+}
+
+/// What a pairs' interval says about the target's direction.
+fn reading(interval: Option<(f64, f64)>, higher_is_better: bool) -> &'static str {
+    let Some((low, high)) = interval else {
+        return "too few pairs";
+    };
+    let (ahead, behind) = if higher_is_better {
+        (low > 1.0, high < 1.0)
+    } else {
+        (high < 1.0, low > 1.0)
+    };
+    match (ahead, behind) {
+        (true, _) => "ahead",
+        (_, true) => "behind",
+        _ => "level: within the noise",
+    }
 }
 
 fn fmt(value: f64) -> String {
@@ -342,15 +388,17 @@ pub fn render(inputs: &[PathBuf], baseline: &str) -> Result<String> {
         out,
         "\nRound by round: each pair is one repetition (one round, for latency and \
          connections/s) in which both proxies ran back to back; the ratio is taken \
-         within the pair, then the median over pairs.\n"
+         within the pair, then the median over pairs. The interval is a 95 % confidence \
+         interval of that median (sign test): \"ahead\" or \"behind\" only when all of it \
+         is on one side of 1.0×.\n"
     )?;
     writeln!(
         out,
-        "| figure | proxy | pairs | median ratio to {} | better than {} in |",
+        "| figure | proxy | pairs | median ratio to {} | better than {} in | 95 % interval | reading |",
         title(baseline),
         title(baseline)
     )?;
-    writeln!(out, "|---|---|---:|---:|---|")?;
+    writeln!(out, "|---|---|---:|---:|---|---|---|")?;
     for m in METRICS.iter().filter(|m| m.target) {
         let Some(by_pair) = pairs.get(&(m.record.into(), m.field.into())) else {
             continue;
@@ -361,12 +409,17 @@ pub fn render(inputs: &[PathBuf], baseline: &str) -> Result<String> {
             };
             let better = compared.better;
             let n = compared.ratios.len();
+            // Sorts the ratios, which the interval needs.
             let ratio = median(&mut compared.ratios).map_or("—".into(), |r| format!("{r:.2}×"));
+            let interval = median_interval(&compared.ratios);
+            let shown =
+                interval.map_or("—".into(), |(low, high)| format!("{low:.2}×–{high:.2}×"));
             writeln!(
                 out,
-                "| {} | {} | {n} | {ratio} | {better} of {n} |",
+                "| {} | {} | {n} | {ratio} | {better} of {n} | {shown} | {} |",
                 m.title,
-                title(label)
+                title(label),
+                reading(interval, m.higher_is_better)
             )?;
         }
     }
@@ -420,6 +473,30 @@ mod tests {
     }
 
     #[test]
+    fn the_median_interval_follows_the_sign_test() {
+        let sorted: Vec<f64> = (1..=27).map(f64::from).collect();
+        // n = 27: P(B <= 7) = 0.0096, P(B <= 8) = 0.0261, so x(8) to x(20).
+        assert_eq!(median_interval(&sorted), Some((8.0, 20.0)));
+        // n = 9: P(B <= 1) = 0.0195, P(B <= 2) = 0.0898, so x(2) to x(8).
+        assert_eq!(median_interval(&sorted[..9]), Some((2.0, 8.0)));
+        // n = 6: only the full range covers 95 % (1 - 2/64).
+        assert_eq!(median_interval(&sorted[..6]), Some((1.0, 6.0)));
+        assert_eq!(median_interval(&sorted[..5]), None);
+        assert_eq!(median_interval(&[]), None);
+    }
+
+    #[test]
+    fn the_reading_needs_the_whole_interval_on_one_side() {
+        assert_eq!(reading(Some((1.02, 1.10)), true), "ahead");
+        assert_eq!(reading(Some((0.90, 0.98)), true), "behind");
+        assert_eq!(reading(Some((0.97, 1.03)), true), "level: within the noise");
+        // Latency: lower is better.
+        assert_eq!(reading(Some((0.80, 0.95)), false), "ahead");
+        assert_eq!(reading(Some((1.01, 1.20)), false), "behind");
+        assert_eq!(reading(None, true), "too few pairs");
+    }
+
+    #[test]
     fn rounds_pair_by_their_order_within_a_repetition_and_runs_pool() {
         let dir = std::env::temp_dir().join(format!("ballast-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -449,7 +526,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert!(out.contains("Medians over 2 runs"), "{out}");
         assert!(
-            out.contains("| New connections per second | Ballast | 3 | 2.00× | 2 of 3 |"),
+            out.contains(
+                "| New connections per second | Ballast | 3 | 2.00× | 2 of 3 | — | too few pairs |"
+            ),
             "{out}"
         );
         // The pooled median: Ballast 30 (of 10, 30, 100) over HAProxy 20 (of 10, 20, 50).
