@@ -134,7 +134,8 @@ pub struct Progress {
     pub last_log_index: u64,
     pub applied_index: u64,
     /// Milliseconds since this node last heard from a leader (AppendEntries, heartbeats
-    /// included); 0 on the leader itself, `None` when it never has.
+    /// included); 0 on the leader itself, `None` when it never has or when it is a leader
+    /// handing leadership over (see [`Local::leader_contact_ms`]).
     pub leader_contact_ms: Option<u64>,
 }
 
@@ -433,10 +434,17 @@ impl Local {
         })
     }
 
-    /// Milliseconds since a leader was last heard from (0 when this node leads).
+    /// Milliseconds since a leader was last heard from: 0 when this node leads, `None`
+    /// while it leads but hands leadership over.
+    ///
+    /// A leader handing over sends no heartbeats, so nobody hears it. Counted as heard,
+    /// it held back its own successor: the election gate and `campaign` keep a node from
+    /// standing while a peer still hears a leader, and a successor that had become a
+    /// candidate too early waited out the whole step-down window. In CI, lb1 waited 8 s
+    /// with no leader, lowered its VRRP priority as "far behind", and lost the VIP.
     pub fn leader_contact_ms(&self) -> Option<u64> {
         if self.raft.metrics().borrow().state == openraft::ServerState::Leader {
-            return Some(0);
+            return (!self.is_stepping_down()).then_some(0);
         }
         (*self.last_append.lock()).map(|t| t.elapsed().as_millis() as u64)
     }

@@ -157,6 +157,47 @@ async fn three_replicas_elect_seed_and_replicate_through_a_follower() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_handing_over_is_not_heard_and_its_successor_wins() {
+    let c = cluster(3).await;
+    eventually("a leader that every replica names", || {
+        let leader = c.replicas[0].leader();
+        leader.is_some() && c.replicas.iter().all(|r| r.leader() == leader)
+    })
+    .await;
+    let leader = c.replicas[0].leader().unwrap();
+    let mut others = c.replicas.iter().filter(|r| r.id() != leader).cloned();
+    let successor = others.next().unwrap();
+    let observer = others.next().unwrap();
+
+    let campaign = tokio::spawn({
+        let successor = successor.clone();
+        async move { successor.campaign(Duration::from_secs(6), || true).await }
+    });
+    // While it hands over, the old leader still calls itself leader but must not count
+    // as heard: the election gate and `campaign` hold nodes back while a peer hears a
+    // leader, which would keep the successor waiting for the whole step-down window.
+    let mut silent_while_leading = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while !campaign.is_finished() && tokio::time::Instant::now() < deadline {
+        if let Ok(p) = observer.progress_of(leader).await {
+            if p.leader == Some(leader) && p.leader_contact_ms.is_none() {
+                silent_while_leading += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(campaign.await.unwrap(), "the successor did not win");
+    assert!(successor.is_leader());
+    assert!(
+        silent_while_leading > 0,
+        "the leader handing over reported hearing a leader (itself) throughout"
+    );
+    for r in &c.replicas {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_the_wrong_token_is_refused_and_counted() {
     let c = cluster(1).await;
     eventually("leader", || c.replicas[0].is_leader()).await;
