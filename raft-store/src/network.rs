@@ -134,8 +134,7 @@ pub struct Progress {
     pub last_log_index: u64,
     pub applied_index: u64,
     /// Milliseconds since this node last heard from a leader (AppendEntries, heartbeats
-    /// included); 0 on the leader itself, `None` when it never has or when it is a leader
-    /// handing leadership over (see [`Local::leader_contact_ms`]).
+    /// included); 0 on the leader itself, `None` when it never has.
     pub leader_contact_ms: Option<u64>,
 }
 
@@ -409,6 +408,8 @@ pub type Reporter = Arc<dyn Fn() -> NodeReport + Send + Sync>;
 pub const STEP_DOWN_WINDOW: Duration = Duration::from_secs(8);
 /// How long a stepping-down leader waits for the new one to have the whole log.
 const STEP_DOWN_CATCH_UP: Duration = Duration::from_secs(2);
+/// How often a stepping-down leader checks whether VRRP made it master again.
+const STEP_DOWN_RECHECK: Duration = Duration::from_millis(200);
 
 /// This node's side of the peer protocol: its Raft, plus what it answers beyond Raft.
 pub struct Local {
@@ -434,17 +435,10 @@ impl Local {
         })
     }
 
-    /// Milliseconds since a leader was last heard from: 0 when this node leads, `None`
-    /// while it leads but hands leadership over.
-    ///
-    /// A leader handing over sends no heartbeats, so nobody hears it. Counted as heard,
-    /// it held back its own successor: the election gate and `campaign` keep a node from
-    /// standing while a peer still hears a leader, and a successor that had become a
-    /// candidate too early waited out the whole step-down window. In CI, lb1 waited 8 s
-    /// with no leader, lowered its VRRP priority as "far behind", and lost the VIP.
+    /// Milliseconds since a leader was last heard from (0 when this node leads).
     pub fn leader_contact_ms(&self) -> Option<u64> {
         if self.raft.metrics().borrow().state == openraft::ServerState::Leader {
-            return (!self.is_stepping_down()).then_some(0);
+            return Some(0);
         }
         (*self.last_append.lock()).map(|t| t.elapsed().as_millis() as u64)
     }
@@ -481,6 +475,11 @@ impl Local {
         }
     }
 
+    fn is_vrrp_master(&self) -> bool {
+        self.report()
+            .is_some_and(|r| r.vrrp_state.as_deref() == Some("master"))
+    }
+
     /// Writes through this node's Raft if it leads and is not handing over.
     pub async fn propose(&self, command: Command) -> Result<Response, ProposeError> {
         if self.is_stepping_down() {
@@ -500,6 +499,17 @@ impl Local {
         let leader = self.raft.metrics().borrow().current_leader;
         if leader != Some(self.me) {
             return Err(format!("node {} is not the leader", self.me));
+        }
+        // A VRRP master keeps Raft leadership, so that its stick writes stay local. Two
+        // masters exist only while VRRP settles (after a partition heals); handing over
+        // to the one about to be preempted left the cluster without heartbeats for the
+        // whole window, a candidate raising the term, once that one went back to backup.
+        // The asking node asks again, and gets it once this node is backup.
+        if self.is_vrrp_master() {
+            return Err(format!(
+                "node {} is the VRRP master: it keeps Raft leadership",
+                self.me
+            ));
         }
         {
             let mut until = self.stepping_down.lock();
@@ -533,10 +543,16 @@ impl Local {
                 if leader.is_some() && leader != Some(me.me) {
                     break;
                 }
-                if tokio::time::timeout_at(deadline, metrics.changed())
-                    .await
-                    .map_or(true, |r| r.is_err())
-                {
+                // VRRP made this node master again (the successor was preempted): it
+                // leads on rather than stay silent for the rest of the window.
+                if me.is_vrrp_master() {
+                    break;
+                }
+                let wake = deadline.min(tokio::time::Instant::now() + STEP_DOWN_RECHECK);
+                if let Ok(Err(_)) = tokio::time::timeout_at(wake, metrics.changed()).await {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
                     break;
                 }
             }

@@ -509,6 +509,8 @@ impl Replica {
     pub async fn campaign(&self, within: Duration, wanted: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         let mut asked: Option<NodeId> = None;
+        // When `asked` agreed: its heartbeats stay off for the step-down window.
+        let mut agreed_at: Option<tokio::time::Instant> = None;
         // The old leader's last log index: standing with less cannot win.
         let mut need_index = 0;
         loop {
@@ -531,6 +533,7 @@ impl Replica {
                     {
                         Ok(Reply::Peer(PeerReply::StepDown(Ok(last)))) => {
                             asked = Some(l);
+                            agreed_at = Some(tokio::time::Instant::now());
                             need_index = last;
                         }
                         Ok(Reply::Peer(PeerReply::StepDown(Err(e)))) => {
@@ -555,7 +558,18 @@ impl Replica {
             // winner on the next round.
             let leader = self.leader();
             let log_complete = self.local.progress().last_log_index >= need_index;
-            let agreed = leader.is_some() && leader == asked;
+            // The leader that agreed may have dropped out of view: an election of ours
+            // that came while the followers' lease still ran was refused and left us a
+            // candidate with no leader. Its agreement still holds for the step-down
+            // window. Without this, only `may_stand_unasked` remained, which the
+            // stepping-down leader blocks (to its peers it still hears a leader: itself),
+            // and the successor waited out the whole window. In CI lb1, the new VRRP
+            // master, went 10 s without a leader that way, lowered its priority as "far
+            // behind" and lost the VIP.
+            let within_agreement =
+                agreed_at.is_some_and(|at| at.elapsed() < network::STEP_DOWN_WINDOW);
+            let agreed =
+                asked.is_some() && (leader == asked || (leader.is_none() && within_agreement));
             if log_complete && (agreed || (leader.is_none() && self.may_stand_unasked().await)) {
                 // Rejected while the followers' leader lease runs; repeated until it ends.
                 let _ = self.raft.trigger().elect().await;
