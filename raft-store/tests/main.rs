@@ -98,6 +98,16 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// The leader, once every replica names the same one.
+async fn one_leader(c: &Cluster) -> u64 {
+    eventually("a leader that every replica names", || {
+        let leader = c.replicas[0].leader();
+        leader.is_some() && c.replicas.iter().all(|r| r.leader() == leader)
+    })
+    .await;
+    c.replicas[0].leader().unwrap()
+}
+
 fn stick(origin: u64, key: &str, server: &str, at: u64) -> Command {
     Command::Stick {
         origin,
@@ -159,12 +169,7 @@ async fn three_replicas_elect_seed_and_replicate_through_a_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_wins_within_the_hand_over_and_bystanders_keep_still() {
     let c = cluster(3).await;
-    eventually("a leader that every replica names", || {
-        let leader = c.replicas[0].leader();
-        leader.is_some() && c.replicas.iter().all(|r| r.leader() == leader)
-    })
-    .await;
-    let leader = c.replicas[0].leader().unwrap();
+    let leader = one_leader(&c).await;
     let mut others = c.replicas.iter().filter(|r| r.id() != leader).cloned();
     let successor = others.next().unwrap();
     let bystander = others.next().unwrap();
@@ -224,12 +229,7 @@ fn report(node: u64, vrrp: &str) -> ballast_raft_store::network::NodeReport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vrrp_master_keeps_raft_leadership_until_it_is_backup() {
     let c = cluster(3).await;
-    eventually("a leader that every replica names", || {
-        let leader = c.replicas[0].leader();
-        leader.is_some() && c.replicas.iter().all(|r| r.leader() == leader)
-    })
-    .await;
-    let leader_id = c.replicas[0].leader().unwrap();
+    let leader_id = one_leader(&c).await;
     let leader = c.replicas.iter().find(|r| r.id() == leader_id).unwrap();
     let successor = c.replicas.iter().find(|r| r.id() != leader_id).unwrap();
     let master = Arc::new(std::sync::atomic::AtomicBool::new(true));
