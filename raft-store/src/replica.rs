@@ -508,9 +508,9 @@ impl Replica {
     /// but the caller.
     pub async fn campaign(&self, within: Duration, wanted: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
-        let mut asked: Option<NodeId> = None;
-        // When `asked` agreed: its heartbeats stay off for the step-down window.
-        let mut agreed_at: Option<tokio::time::Instant> = None;
+        // The leader that agreed to step down for us, and when: its heartbeats stay off
+        // for the step-down window from then on.
+        let mut agreed: Option<(NodeId, tokio::time::Instant)> = None;
         // The old leader's last log index: standing with less cannot win.
         let mut need_index = 0;
         loop {
@@ -521,7 +521,7 @@ impl Replica {
                 return true;
             }
             match self.leader() {
-                Some(l) if l != self.id && asked != Some(l) => {
+                Some(l) if l != self.id && agreed.map(|(by, _)| by) != Some(l) => {
                     match self
                         .forward(
                             l,
@@ -532,8 +532,7 @@ impl Replica {
                         .await
                     {
                         Ok(Reply::Peer(PeerReply::StepDown(Ok(last)))) => {
-                            asked = Some(l);
-                            agreed_at = Some(tokio::time::Instant::now());
+                            agreed = Some((l, tokio::time::Instant::now()));
                             need_index = last;
                         }
                         Ok(Reply::Peer(PeerReply::StepDown(Err(e)))) => {
@@ -566,11 +565,12 @@ impl Replica {
             // and the successor waited out the whole window. In CI lb1, the new VRRP
             // master, went 10 s without a leader that way, lowered its priority as "far
             // behind" and lost the VIP.
-            let within_agreement =
-                agreed_at.is_some_and(|at| at.elapsed() < network::STEP_DOWN_WINDOW);
-            let agreed =
-                asked.is_some() && (leader == asked || (leader.is_none() && within_agreement));
-            if log_complete && (agreed || (leader.is_none() && self.may_stand_unasked().await)) {
+            let agreement_holds = agreed.is_some_and(|(by, at)| {
+                leader == Some(by) || (leader.is_none() && at.elapsed() < network::STEP_DOWN_WINDOW)
+            });
+            if log_complete
+                && (agreement_holds || (leader.is_none() && self.may_stand_unasked().await))
+            {
                 // Rejected while the followers' leader lease runs; repeated until it ends.
                 let _ = self.raft.trigger().elect().await;
             }

@@ -69,10 +69,10 @@ impl Drop for Carried {
 }
 
 /// How many fewer connections another thread must serve before the accepting thread
-/// hands it a new one. A hand-off goes through tokio's cross-thread queue and wakes the
-/// other thread if it sleeps; with a margin of 2 the threads stay within two connections
-/// of each other without paying that for every other connection of a short-lived burst
-/// (margins 1, 2 and 4 measured: docs/design-notes.md).
+/// hands it a new one. A hand-off goes through tokio's cross-thread queue and writes the
+/// other thread's wake-up eventfd, asleep or not; with a margin of 2 the threads stay
+/// within two connections of each other without paying that for every other connection
+/// of a short-lived burst (margins 1, 2 and 4 measured: docs/design-notes.md).
 const HANDOFF_MARGIN: usize = 2;
 
 /// The thread a connection accepted on thread `here` should live on: the least loaded
