@@ -82,6 +82,7 @@ async fn handle(
     peer: SocketAddr,
     _carried: workers::Carried,
 ) {
+    let first = pump::read_first(&client);
     // Registered once, with the poller of this thread.
     let client = match TcpStream::from_std(client) {
         Ok(client) => client,
@@ -115,14 +116,24 @@ async fn handle(
     } else {
         None
     };
-    let closed = serve(
-        &frontend,
-        &backend,
-        client,
-        canonical_client(peer.ip()),
-        vip,
-    )
-    .await;
+    let closed = match first {
+        Ok(first) => {
+            serve(
+                &frontend,
+                &backend,
+                client,
+                first,
+                canonical_client(peer.ip()),
+                vip,
+            )
+            .await
+        }
+        Err(error) => {
+            debug!(client = %peer, error = %error, "client failed before its first read");
+            pump::reset(&client);
+            Closed::early(None, "client_reset")
+        }
+    };
     frontend.m_active.dec();
     let duration = started.elapsed();
     frontend.m_duration.observe(duration);
@@ -161,6 +172,7 @@ async fn serve(
     frontend: &FrontendRt,
     backend: &BackendRt,
     client: TcpStream,
+    first: Vec<u8>,
     client_ip: IpAddr,
     vip: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> Closed {
@@ -170,39 +182,19 @@ async fn serve(
     };
     let mut tried: Vec<ServerName> = Vec::new();
     let (up, down) = (Flow::default(), Flow::default());
-    let account_early = |n: usize| {
-        up.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        frontend.m_bytes_in.inc_by(n as u64);
-    };
-    // Client bytes read during a connect that no server has taken yet.
-    let mut carry = Vec::new();
+    up.bytes.store(first.len() as u64, Ordering::Relaxed);
+    frontend.m_bytes_in.inc_by(first.len() as u64);
+    // Client bytes no server has taken yet.
+    let mut carry = first;
     let (upstream, _permit) = loop {
         let Some(permit) = wait_for_slot(&server, backend.spec.timeout_queue).await else {
             server.m_queue_timeouts.inc();
             backend.release(client_ip, &server, now_ms());
             return Closed::early(Some(&server), "queue_timeout");
         };
-        let first_attempt = tried.is_empty();
-        let attempt = connect(
-            server.addr,
-            backend.spec.timeout_connect,
-            Early {
-                client: &client,
-                carry: &mut carry,
-                read_client: first_attempt,
-                account: &account_early,
-            },
-        )
-        .await;
-        match attempt {
+        match connect(server.addr, backend.spec.timeout_connect, &mut carry).await {
             Ok(stream) => break (stream, permit),
-            Err(ConnectError::Client(error)) => {
-                debug!(client = %client_ip, error = %error, "client failed while its server connected");
-                pump::reset(&client);
-                backend.release(client_ip, &server, now_ms());
-                return Closed::early(Some(&server), "client_reset");
-            }
-            Err(ConnectError::Server(error)) => {
+            Err(error) => {
                 server.m_connect_failures.inc();
                 warn!(client = %client_ip, backend = %backend.spec.name, server = %server.name,
                       addr = %server.addr, error = %error, "connect failed");
@@ -300,122 +292,62 @@ async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<Owned
     }
 }
 
-/// The client's side of a connect: its first bytes go to the server as soon as the
-/// server can take them (see [`pump::send_early`]).
-struct Early<'a> {
-    client: &'a TcpStream,
-    /// Client bytes no server has taken yet; empty once the connect succeeds.
-    carry: &'a mut Vec<u8>,
-    /// Whether to read the client now (on the first attempt only).
-    read_client: bool,
-    account: &'a (dyn Fn(usize) + Sync),
-}
-
-#[derive(Debug)]
-enum ConnectError {
-    /// The server could not be reached (or failed before taking the client's bytes).
-    Server(std::io::Error),
-    /// The client failed meanwhile; the server connection is reset.
-    Client(std::io::Error),
-}
-
-/// A connection to `addr` with TCP_NODELAY that has taken the client's bytes read so
-/// far, or why not within `timeout`.
+/// A connection to `addr` with TCP_NODELAY that has taken `carry` (the client's bytes
+/// so far), or why not within `timeout`. On failure `carry` still holds every byte: a
+/// server that fails will never answer those it took, so the next server gets them all.
 ///
 /// Built by hand rather than with `TcpStream::connect`: that one waits until the
 /// socket is reported writable and then asks it for SO_ERROR. Here the client's first
-/// bytes are sent at once, and a send that succeeds proves the connect did, so the
-/// usual case costs neither the wait nor the system call. Otherwise the readiness
-/// event says whether the connect failed (error or hang-up), so SO_ERROR is read only
-/// then.
+/// bytes are sent at once ([`pump::send_early`]), and a send that succeeds proves the
+/// connect did, so the usual case costs neither the wait nor the system call. Otherwise
+/// the readiness event says whether the connect failed (error or hang-up), so SO_ERROR
+/// is read only then.
 async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-    early: Early<'_>,
-) -> Result<TcpStream, ConnectError> {
+    carry: &mut Vec<u8>,
+) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let start = || -> std::io::Result<TcpStream> {
-        let socket = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )?;
-        socket.set_nodelay(true)?;
-        match socket.connect(&addr.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        TcpStream::from_std(std::net::TcpStream::from(socket))
-    };
-    let stream = start().map_err(ConnectError::Server)?;
-    let Early {
-        client,
-        carry,
-        read_client,
-        account,
-    } = early;
-    let sent = match pump::send_early(client, &stream, carry, read_client, account) {
-        Ok(sent) => sent,
-        Err(pump::PumpError::Write(e)) => return Err(ConnectError::Server(e)),
-        Err(pump::PumpError::Read(e)) => {
-            pump::reset(&stream);
-            return Err(ConnectError::Client(e));
-        }
-    };
-    if sent == pump::ConnectState::Unknown {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let sent = pump::send_early(&stream, carry)?;
+    if sent.is_none() {
         let ready =
             tokio::time::timeout(timeout, stream.ready(Interest::WRITABLE | Interest::ERROR))
                 .await
                 .map_err(|_| {
-                    ConnectError::Server(std::io::Error::new(
+                    std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("no answer within {timeout:?}"),
-                    ))
-                })?
-                .map_err(ConnectError::Server)?;
+                    )
+                })??;
         if ready.is_error() || ready.is_write_closed() {
-            let error = stream
-                .take_error()
-                .map_err(ConnectError::Server)?
-                .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into());
-            return Err(ConnectError::Server(error));
+            return Err(stream
+                .take_error()?
+                .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
         }
     }
-    if !carry.is_empty() {
-        // A server that fails here will never answer these bytes (even those it took),
-        // so the next server gets them all.
-        pump::write_all(&stream, carry)
-            .await
-            .map_err(ConnectError::Server)?;
-        carry.clear();
+    let rest = &carry[sent.unwrap_or(0)..];
+    if !rest.is_empty() {
+        pump::write_all(&stream, rest).await?;
     }
+    carry.clear();
     Ok(stream)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
-
-    /// A client connection as the accept loop gets it, with `sent` already on its way.
-    async fn accepted_client(sent: &[u8]) -> (std::net::TcpStream, TcpStream) {
-        use std::io::Write;
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut far_end = std::net::TcpStream::connect(front.local_addr().unwrap()).unwrap();
-        far_end.write_all(sent).unwrap();
-        let (client, _) = front.accept().await.unwrap();
-        (far_end, client)
-    }
-
-    fn early<'a>(client: &'a TcpStream, carry: &'a mut Vec<u8>, read_client: bool) -> Early<'a> {
-        Early {
-            client,
-            carry,
-            read_client,
-            account: &|_| {},
-        }
-    }
 
     fn read_exactly(server: &std::net::TcpListener, len: usize) -> Vec<u8> {
         use std::io::Read;
@@ -429,34 +361,22 @@ mod tests {
     #[tokio::test]
     async fn the_clients_first_bytes_go_out_with_the_connect() {
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (_far_end, client) = accepted_client(b"hello").await;
-        let counted = std::sync::atomic::AtomicUsize::new(0);
-        let account = |n: usize| {
-            counted.fetch_add(n, Ordering::Relaxed);
-        };
-        let mut carry = Vec::new();
-        let early = Early {
-            client: &client,
-            carry: &mut carry,
-            read_client: true,
-            account: &account,
-        };
-        connect(server.local_addr().unwrap(), Duration::from_secs(5), early)
-            .await
-            .unwrap();
+        let mut carry = b"hello".to_vec();
+        connect(
+            server.local_addr().unwrap(),
+            Duration::from_secs(5),
+            &mut carry,
+        )
+        .await
+        .unwrap();
         assert!(carry.is_empty());
-        assert_eq!(
-            counted.load(Ordering::Relaxed),
-            5,
-            "the bytes are counted once"
-        );
         assert_eq!(read_exactly(&server, 5), b"hello");
     }
 
     #[tokio::test]
-    async fn bytes_read_during_a_failed_connect_go_to_the_next_server() {
+    async fn bytes_sent_during_a_failed_connect_go_to_the_next_server() {
         // A listener whose accept queue is full drops further SYNs: the connect stays
-        // in progress, so the bytes read meanwhile cannot leave yet.
+        // in progress, so the client's bytes cannot leave yet.
         let full =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         full.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
@@ -466,25 +386,18 @@ mod tests {
         let _filler = std::net::TcpStream::connect(full_addr).unwrap();
 
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (_far_end, client) = accepted_client(b"first request").await;
-        let mut carry = Vec::new();
-        let failed = connect(
-            full_addr,
-            Duration::from_millis(300),
-            early(&client, &mut carry, true),
-        )
-        .await;
+        let mut carry = b"first request".to_vec();
+        let failed = connect(full_addr, Duration::from_millis(300), &mut carry).await;
         assert!(
-            matches!(&failed, Err(ConnectError::Server(e)) if e.kind() == std::io::ErrorKind::TimedOut),
+            matches!(&failed, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
             "{failed:?}"
         );
         assert_eq!(carry, b"first request", "kept for the next server");
 
-        // The retry does not read the client again: it sends what was kept.
         connect(
             server.local_addr().unwrap(),
             Duration::from_secs(5),
-            early(&client, &mut carry, false),
+            &mut carry,
         )
         .await
         .unwrap();
@@ -494,36 +407,30 @@ mod tests {
 
     #[tokio::test]
     async fn connect_gives_a_nodelay_stream_or_the_reason() {
-        // A client that has sent nothing yet: the connect is confirmed by readiness.
-        let (_far_end, client) = accepted_client(b"").await;
+        // Nothing to send yet: the connect is confirmed by readiness.
         let mut carry = Vec::new();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = listener.local_addr().unwrap();
-        let stream = connect(
-            open,
-            Duration::from_secs(5),
-            early(&client, &mut carry, true),
-        )
-        .await
-        .unwrap();
+        let stream = connect(open, Duration::from_secs(5), &mut carry)
+            .await
+            .unwrap();
         assert!(stream.nodelay().unwrap());
         assert_eq!(stream.peer_addr().unwrap(), open);
 
-        // A port nobody listens on: refused with the kernel's own error, not a timeout.
+        // A port nobody listens on: refused with the kernel's own error, not a timeout,
+        // whether or not there are bytes to send.
         drop(listener);
-        match connect(
-            open,
-            Duration::from_secs(5),
-            early(&client, &mut carry, true),
-        )
-        .await
-        {
-            Err(ConnectError::Server(error)) => assert_eq!(
-                error.kind(),
-                std::io::ErrorKind::ConnectionRefused,
-                "{error}"
-            ),
-            other => panic!("{other:?}"),
+        for bytes in [&b""[..], b"hello"] {
+            let mut carry = bytes.to_vec();
+            match connect(open, Duration::from_secs(5), &mut carry).await {
+                Err(error) => assert_eq!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionRefused,
+                    "{error}"
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(carry, bytes);
         }
     }
 }

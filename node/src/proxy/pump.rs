@@ -285,70 +285,54 @@ fn copy_step(
     })
 }
 
-/// What [`send_early`] found out about the server's connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectState {
-    /// Bytes reached the server: its connect has succeeded.
-    Established,
-    /// Nothing was sent (the client had sent nothing yet, or the server is still
-    /// connecting): the caller waits for the connect as usual.
-    Unknown,
-}
-
-/// Sends the client's first bytes to a server whose connect may still be in progress,
-/// without waiting for either socket to be reported ready. The handshake over loopback
-/// or a fast LAN usually completes inside connect(), and a client's first request
-/// usually arrives with its connection, so this saves the round through the poller
-/// that waiting for "connected" would cost.
+/// What a client sent with its connection, read before its socket joins the poller.
 ///
-/// The client is read only when `read_client` (once per connection; later attempts
-/// send `carry`), and only if tokio holds it readable, as it does for a freshly
-/// accepted socket. Bytes the server does not take yet stay in `carry`, for the next
-/// attempt or for after the connect is confirmed.
-///
-/// `Err(Write)` means the server's connect failed (refused, unreachable, reset).
-pub fn send_early(
-    client: &TcpStream,
-    server: &TcpStream,
-    carry: &mut Vec<u8>,
-    read_client: bool,
-    account: &(dyn Fn(usize) + Sync),
-) -> Result<ConnectState, PumpError> {
-    let send = |bytes: &[u8]| match socket2::SockRef::from(server).send(bytes) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(PumpError::Write(e)),
-    };
-    if !carry.is_empty() {
-        let Some(n) = send(carry)? else {
-            return Ok(ConnectState::Unknown);
-        };
-        carry.drain(..n);
-        return Ok(ConnectState::Established);
-    }
-    if !read_client {
-        return Ok(ConnectState::Unknown);
-    }
+/// A client usually sends its first request right behind its handshake, so the bytes
+/// are there when the connection is accepted. Reading them now, directly (tokio would
+/// refuse: it does not yet know the socket is readable), lets them leave with the
+/// server's connect ([`send_early`]) instead of one round through the poller later,
+/// as HAProxy does. When the client has sent nothing yet (a protocol where the server
+/// speaks first), this costs one read that finds nothing; a FIN stays readable and is
+/// read again by the relay. An error (a reset) is returned: it has been consumed here,
+/// and later reads would report a plain end of stream.
+pub fn read_first(client: &std::net::TcpStream) -> io::Result<Vec<u8>> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        // Nothing yet, or a FIN, which the relay reads again (EOF stays readable).
-        let Step::Moved(n) = read_counted(client, &mut scratch, account)? else {
-            return Ok(ConnectState::Unknown);
-        };
-        let sent = match send(&scratch[..n]) {
-            Ok(sent) => sent,
-            Err(e) => {
-                carry.extend_from_slice(&scratch[..n]);
-                return Err(e);
+        match (&*client).read(&mut scratch) {
+            Ok(n) => Ok(scratch[..n].to_vec()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(Vec::new())
             }
-        };
-        carry.extend_from_slice(&scratch[sent.unwrap_or(0)..n]);
-        Ok(if sent.is_some() {
-            ConnectState::Established
-        } else {
-            ConnectState::Unknown
-        })
+            Err(e) => Err(e),
+        }
     })
+}
+
+/// Sends `bytes` (client bytes no server has taken yet) to a server whose connect may
+/// still be in progress, without waiting for it to be reported writable. The handshake
+/// over loopback or a fast LAN usually completes inside connect(), so a send that
+/// succeeds saves the round through the poller that waiting for "connected" costs, and
+/// proves the connect did.
+///
+/// `Some(n)`: the server took the first `n` bytes, so it is connected. `None`: nothing
+/// to send, or the server is still connecting; the caller waits for the connect as
+/// usual. An error means the connect failed (refused, unreachable, reset).
+pub fn send_early(server: &TcpStream, bytes: &[u8]) -> io::Result<Option<usize>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    // Directly, not through tokio: it holds a socket writable only once the poller has
+    // said so.
+    match socket2::SockRef::from(server).send_with_flags(bytes, libc::MSG_NOSIGNAL) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One read into `buf`; what it moved is counted.
@@ -520,6 +504,63 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    /// A connection as the accept loop gets it (non-blocking, registered with no
+    /// poller), and the client's end.
+    fn accepted_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (accepted, _) = front.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        (client, accepted)
+    }
+
+    #[test]
+    fn read_first_takes_what_came_with_the_connection_and_waits_for_nothing() {
+        use std::io::Write;
+        let (mut client, accepted) = accepted_pair();
+        assert_eq!(read_first(&accepted).unwrap(), b"", "nothing sent yet");
+        // Loopback delivers a write before it returns.
+        client.write_all(b"hello").unwrap();
+        assert_eq!(read_first(&accepted).unwrap(), b"hello");
+        client.shutdown(Shutdown::Write).unwrap();
+        for _ in 0..2 {
+            assert_eq!(read_first(&accepted).unwrap(), b"", "a FIN stays readable");
+        }
+
+        // A reset is reported, not taken for an end of stream.
+        let (client, accepted) = accepted_pair();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let error = read_first(&accepted).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+    }
+
+    #[tokio::test]
+    async fn send_early_sends_while_tokio_has_not_yet_seen_the_connect() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM.nonblocking(),
+            None,
+        )
+        .unwrap();
+        match socket.connect(&server.local_addr().unwrap().into()) {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            other => panic!("{other:?}"),
+        }
+        let stream = TcpStream::from_std(socket.into()).unwrap();
+        assert_eq!(send_early(&stream, b"").unwrap(), None, "nothing to send");
+        // The loopback handshake completes inside connect(); tokio learns of it only at
+        // its next turn, which has not come.
+        assert_eq!(send_early(&stream, b"hello").unwrap(), Some(5));
+        let (mut conn, _) = server.accept().unwrap();
+        let mut got = [0; 5];
+        std::io::Read::read_exact(&mut conn, &mut got).unwrap();
+        assert_eq!(&got, b"hello");
+    }
 
     /// A relay between two loopback pairs: returns the test's ends and the relay task.
     async fn harness(
