@@ -182,17 +182,16 @@ async fn serve(
     };
     let mut tried: Vec<ServerName> = Vec::new();
     let (up, down) = (Flow::default(), Flow::default());
+    // Read before any server was chosen, so every attempt sends them.
     up.bytes.store(first.len() as u64, Ordering::Relaxed);
     frontend.m_bytes_in.inc_by(first.len() as u64);
-    // Client bytes no server has taken yet.
-    let mut carry = first;
     let (upstream, _permit) = loop {
         let Some(permit) = wait_for_slot(&server, backend.spec.timeout_queue).await else {
             server.m_queue_timeouts.inc();
             backend.release(client_ip, &server, now_ms());
             return Closed::early(Some(&server), "queue_timeout");
         };
-        match connect(server.addr, backend.spec.timeout_connect, &mut carry).await {
+        match connect(server.addr, backend.spec.timeout_connect, &first).await {
             Ok(stream) => break (stream, permit),
             Err(error) => {
                 server.m_connect_failures.inc();
@@ -220,6 +219,9 @@ async fn serve(
             }
         }
     };
+    // Freed before the relay: the connection may now idle for hours.
+    drop(first);
+    drop(tried);
     server.m_total.inc();
     server.m_active.inc();
     debug!(client = %client_ip, frontend = %frontend.spec.name, server = %server.name, "connected");
@@ -292,9 +294,9 @@ async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<Owned
     }
 }
 
-/// A connection to `addr` with TCP_NODELAY that has taken `carry` (the client's bytes
-/// so far), or why not within `timeout`. On failure `carry` still holds every byte: a
-/// server that fails will never answer those it took, so the next server gets them all.
+/// A connection to `addr` with TCP_NODELAY that has taken `first` (the client's bytes
+/// so far), or why not within `timeout`. A server that fails will never answer the
+/// bytes it took, so the caller sends all of them to the next one.
 ///
 /// Built by hand rather than with `TcpStream::connect`: that one waits until the
 /// socket is reported writable and then asks it for SO_ERROR. Here the client's first
@@ -302,11 +304,7 @@ async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<Owned
 /// connect did, so the usual case costs neither the wait nor the system call. Otherwise
 /// the readiness event says whether the connect failed (error or hang-up), so SO_ERROR
 /// is read only then.
-async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-    carry: &mut Vec<u8>,
-) -> std::io::Result<TcpStream> {
+async fn connect(addr: SocketAddr, timeout: Duration, first: &[u8]) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -320,7 +318,7 @@ async fn connect(
         Err(e) => return Err(e),
     }
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
-    let sent = pump::send_early(&stream, carry)?;
+    let sent = pump::send_early(&stream, first)?;
     if sent.is_none() {
         let ready =
             tokio::time::timeout(timeout, stream.ready(Interest::WRITABLE | Interest::ERROR))
@@ -337,11 +335,10 @@ async fn connect(
                 .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
         }
     }
-    let rest = &carry[sent.unwrap_or(0)..];
+    let rest = &first[sent.unwrap_or(0)..];
     if !rest.is_empty() {
         pump::write_all(&stream, rest).await?;
     }
-    carry.clear();
     Ok(stream)
 }
 
@@ -361,15 +358,13 @@ mod tests {
     #[tokio::test]
     async fn the_clients_first_bytes_go_out_with_the_connect() {
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut carry = b"hello".to_vec();
         connect(
             server.local_addr().unwrap(),
             Duration::from_secs(5),
-            &mut carry,
+            b"hello",
         )
         .await
         .unwrap();
-        assert!(carry.is_empty());
         assert_eq!(read_exactly(&server, 5), b"hello");
     }
 
@@ -386,34 +381,27 @@ mod tests {
         let _filler = std::net::TcpStream::connect(full_addr).unwrap();
 
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut carry = b"first request".to_vec();
-        let failed = connect(full_addr, Duration::from_millis(300), &mut carry).await;
+        let failed = connect(full_addr, Duration::from_millis(300), b"first request").await;
         assert!(
             matches!(&failed, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
             "{failed:?}"
         );
-        assert_eq!(carry, b"first request", "kept for the next server");
-
         connect(
             server.local_addr().unwrap(),
             Duration::from_secs(5),
-            &mut carry,
+            b"first request",
         )
         .await
         .unwrap();
-        assert!(carry.is_empty());
         assert_eq!(read_exactly(&server, 13), b"first request");
     }
 
     #[tokio::test]
     async fn connect_gives_a_nodelay_stream_or_the_reason() {
         // Nothing to send yet: the connect is confirmed by readiness.
-        let mut carry = Vec::new();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = listener.local_addr().unwrap();
-        let stream = connect(open, Duration::from_secs(5), &mut carry)
-            .await
-            .unwrap();
+        let stream = connect(open, Duration::from_secs(5), b"").await.unwrap();
         assert!(stream.nodelay().unwrap());
         assert_eq!(stream.peer_addr().unwrap(), open);
 
@@ -421,8 +409,7 @@ mod tests {
         // whether or not there are bytes to send.
         drop(listener);
         for bytes in [&b""[..], b"hello"] {
-            let mut carry = bytes.to_vec();
-            match connect(open, Duration::from_secs(5), &mut carry).await {
+            match connect(open, Duration::from_secs(5), bytes).await {
                 Err(error) => assert_eq!(
                     error.kind(),
                     std::io::ErrorKind::ConnectionRefused,
@@ -430,7 +417,6 @@ mod tests {
                 ),
                 other => panic!("{other:?}"),
             }
-            assert_eq!(carry, bytes);
         }
     }
 }
