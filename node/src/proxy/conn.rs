@@ -358,14 +358,15 @@ mod tests {
     #[tokio::test]
     async fn the_clients_first_bytes_go_out_with_the_connect() {
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        connect(
-            server.local_addr().unwrap(),
-            Duration::from_secs(5),
-            b"hello",
-        )
-        .await
-        .unwrap();
-        assert_eq!(read_exactly(&server, 5), b"hello");
+        assert_eq!(connect_and_receive(&server, b"hello").await, b"hello");
+    }
+
+    /// Connects to `server` with `first` as the client's first bytes; what `server` got.
+    async fn connect_and_receive(server: &std::net::TcpListener, first: &[u8]) -> Vec<u8> {
+        connect(server.local_addr().unwrap(), Duration::from_secs(5), first)
+            .await
+            .unwrap();
+        read_exactly(server, first.len())
     }
 
     #[tokio::test]
@@ -386,14 +387,10 @@ mod tests {
             matches!(&failed, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
             "{failed:?}"
         );
-        connect(
-            server.local_addr().unwrap(),
-            Duration::from_secs(5),
-            b"first request",
-        )
-        .await
-        .unwrap();
-        assert_eq!(read_exactly(&server, 13), b"first request");
+        assert_eq!(
+            connect_and_receive(&server, b"first request").await,
+            b"first request"
+        );
     }
 
     #[tokio::test]
