@@ -42,6 +42,12 @@ struct Pending {
     health: BTreeMap<(String, String), HealthReport>,
 }
 
+impl Pending {
+    fn len(&self) -> usize {
+        self.sticks.len() + self.health.len()
+    }
+}
+
 pub struct Journal {
     pending: Mutex<Pending>,
     /// Something arrived in an empty journal: the flusher starts gathering a batch.
@@ -97,8 +103,7 @@ impl Journal {
     }
 
     pub fn len(&self) -> usize {
-        let p = self.pending.lock();
-        p.sticks.len() + p.health.len()
+        self.pending.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,7 +173,7 @@ impl ReplicationSink for Journal {
     fn stick(&self, backend: &Arc<str>, key: IpAddr, server: &ServerName, last_seen_ms: u64) {
         let (first, full) = {
             let mut p = self.pending.lock();
-            let first = p.sticks.is_empty() && p.health.is_empty();
+            let first = p.len() == 0;
             p.sticks
                 .insert((backend.clone(), key), (server.clone(), last_seen_ms));
             if p.sticks.len() > self.capacity {
