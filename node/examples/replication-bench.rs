@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ballast_dataplane::proxy::ReplicationSink;
+use ballast_dataplane::stick::StickTable;
 use ballast_node::cluster::{flush_loop, Journal, JOURNAL_CAPACITY};
-use ballast_node::proxy::ReplicationSink;
-use ballast_node::stick::StickTable;
 use ballast_raft_store::model::{ClusterModel, ModelSpec};
 use ballast_raft_store::replica::{Options, Replica, Timing};
 use ballast_raft_store::state::{Change, ClusterState, Command, StickBatch, StickUpdate};

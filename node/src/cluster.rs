@@ -10,7 +10,7 @@
 //! counted) and the flusher keeps retrying, so everything is replayed once a majority is
 //! back (DESIGN principles 2 and 4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,8 +25,8 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::proxy::{DataPlane, ReplicationSink};
-use crate::stick::ServerName;
+use ballast_dataplane::proxy::{DataPlane, ReplicationSink};
+use ballast_dataplane::stick::ServerName;
 
 /// Entries per proposal, and the fill level that wakes the flusher early.
 pub const BATCH_ENTRIES: usize = 1024;
@@ -35,16 +35,50 @@ pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Distinct clients the journal holds while there is no quorum.
 pub const JOURNAL_CAPACITY: usize = 1_000_000;
 
+type StickKey = (Arc<str>, IpAddr);
+
 #[derive(Default)]
 struct Pending {
     /// The latest decision per (backend, client): replaying an older one is pointless.
-    sticks: BTreeMap<(Arc<str>, IpAddr), (ServerName, u64)>,
+    sticks: BTreeMap<StickKey, (ServerName, u64)>,
+    /// The same decisions ordered by time, so that a full journal drops its oldest in
+    /// O(log n): a scan for the oldest cost every new client a pass over a million
+    /// entries, under the mutex the connection path takes.
+    by_age: BTreeSet<(u64, StickKey)>,
     health: BTreeMap<(String, String), HealthReport>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
         self.sticks.len() + self.health.len()
+    }
+
+    /// Records a decision, replacing the client's previous one (`keep_newer`: unless
+    /// that one is there already, for decisions put back after a failed proposal).
+    fn insert_stick(&mut self, key: StickKey, server: ServerName, at_ms: u64, keep_newer: bool) {
+        if let Some((_, old_ms)) = self.sticks.get(&key) {
+            if keep_newer {
+                return;
+            }
+            self.by_age.remove(&(*old_ms, key.clone()));
+        }
+        self.by_age.insert((at_ms, key.clone()));
+        self.sticks.insert(key, (server, at_ms));
+    }
+
+    fn pop_stick(&mut self) -> Option<(StickKey, (ServerName, u64))> {
+        let (key, value) = self.sticks.pop_first()?;
+        self.by_age.remove(&(value.1, key.clone()));
+        Some((key, value))
+    }
+
+    /// Drops the oldest decision: the least likely to matter when quorum returns.
+    fn drop_oldest_stick(&mut self) -> bool {
+        let Some((_, key)) = self.by_age.pop_first() else {
+            return false;
+        };
+        self.sticks.remove(&key);
+        true
     }
 }
 
@@ -114,7 +148,7 @@ impl Journal {
         let mut p = self.pending.lock();
         let mut by_backend: BTreeMap<Arc<str>, Vec<StickUpdate>> = BTreeMap::new();
         for _ in 0..max {
-            let Some(((backend, key), (server, last_seen_ms))) = p.sticks.pop_first() else {
+            let Some(((backend, key), (server, last_seen_ms))) = p.pop_stick() else {
                 break;
             };
             by_backend.entry(backend).or_default().push(StickUpdate {
@@ -138,33 +172,15 @@ impl Journal {
         for batch in batches {
             let backend: Arc<str> = Arc::from(batch.backend.as_str());
             for u in batch.updates {
-                let slot = p.sticks.entry((backend.clone(), u.key));
-                match slot {
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert((u.server, u.last_seen_ms));
-                    }
-                    std::collections::btree_map::Entry::Occupied(_) => {}
-                }
+                p.insert_stick((backend.clone(), u.key), u.server, u.last_seen_ms, true);
             }
         }
         self.enforce_capacity(&mut p);
     }
 
     fn enforce_capacity(&self, p: &mut Pending) {
-        while p.sticks.len() > self.capacity {
-            // Oldest decision goes: the least likely to matter when quorum returns.
-            let oldest = p
-                .sticks
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => {
-                    p.sticks.remove(&k);
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                None => break,
-            }
+        while p.sticks.len() > self.capacity && p.drop_oldest_stick() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -174,8 +190,7 @@ impl ReplicationSink for Journal {
         let (first, full) = {
             let mut p = self.pending.lock();
             let first = p.len() == 0;
-            p.sticks
-                .insert((backend.clone(), key), (server.clone(), last_seen_ms));
+            p.insert_stick((backend.clone(), key), server.clone(), last_seen_ms, false);
             if p.sticks.len() > self.capacity {
                 self.enforce_capacity(&mut p);
             }
@@ -297,7 +312,13 @@ impl Observer for PlaneMirror {
                 self.generation.send_modify(|g| *g += 1);
             }
             Change::Sticks { origin, batches } if *origin != self.me => {
-                self.plane.merge_remote(batches)
+                for batch in batches {
+                    let updates = batch.updates.iter();
+                    self.plane.merge_sticks(
+                        &batch.backend,
+                        updates.map(|u| (u.key, &u.server, u.last_seen_ms)),
+                    );
+                }
             }
             Change::StickForgotten { backend, key } => self.plane.forget_sticks(backend, *key),
             Change::Health {
@@ -317,6 +338,21 @@ impl Observer for PlaneMirror {
     }
 }
 
+/// Takes the replicated entries of `tables` into the data plane, and the effective health
+/// of every server (a few per backend: cheap, and new servers need it).
+fn import_state<'a>(
+    plane: &DataPlane,
+    state: &ClusterState,
+    tables: impl IntoIterator<Item = &'a String>,
+) {
+    for name in tables {
+        if let Some(table) = state.sticks.get(name) {
+            plane.merge_sticks(name, table.iter());
+        }
+    }
+    plane.set_all_replicated_health(|backend, server| state.effective_up(backend, server));
+}
+
 /// Applies the replicated model to the data plane whenever it changes (and the whole
 /// state after a reset), outside the state machine.
 pub async fn apply_loop(mirror: Arc<PlaneMirror>, replica: Arc<Replica>) {
@@ -332,9 +368,20 @@ pub async fn apply_loop(mirror: Arc<PlaneMirror>, replica: Arc<Replica>) {
         });
         let reset = mirror.reset.swap(false, Ordering::Relaxed);
         if bootstrapped {
-            let errors = mirror.plane.apply_model(&model);
-            // Entries of backends that just appeared, and everything after a reset.
-            replica.read(|a| mirror.plane.import_state(&a.state));
+            let applied = mirror.plane.apply_model(&model);
+            let errors = applied.errors;
+            // Tables carried over already hold every committed entry (the observer merges
+            // them as they commit): only new tables, or all of them after a reset, take
+            // the replicated entries in. Re-importing 200,000 entries under the stick
+            // mutex on every admin change stalled new connections.
+            replica.read(|a| {
+                let tables: Vec<&String> = if reset {
+                    model.backends.keys().collect()
+                } else {
+                    applied.new_stick_tables.iter().collect()
+                };
+                import_state(&mirror.plane, &a.state, tables);
+            });
             mirror.plane.mark_applied(revision);
             if applied_revision.is_none() {
                 info!(
@@ -407,6 +454,40 @@ mod tests {
             .map(|u| u.last_seen_ms)
             .collect();
         assert_eq!(kept, vec![2, 3, 4], "the oldest decisions were dropped");
+    }
+
+    #[test]
+    fn a_full_journal_drops_by_decision_time_after_refreshes_and_restores() {
+        let j = Journal::new(3);
+        let b: Arc<str> = Arc::from("b");
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        j.stick(&b, ip(1), &server("s1"), 10);
+        j.stick(&b, ip(2), &server("s1"), 20);
+        j.stick(&b, ip(3), &server("s1"), 30);
+        // Client 1 refreshed: now the newest, so client 2 is the oldest.
+        j.stick(&b, ip(1), &server("s2"), 40);
+        j.stick(&b, ip(4), &server("s1"), 50);
+        let taken = j.take_sticks(10);
+        let mut kept: Vec<(IpAddr, u64)> = taken[0]
+            .updates
+            .iter()
+            .map(|u| (u.key, u.last_seen_ms))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, vec![(ip(1), 40), (ip(3), 30), (ip(4), 50)]);
+        assert_eq!(j.dropped.load(Ordering::Relaxed), 1);
+        // Put back after a failed proposal, behind a newer decision for client 3: the
+        // newer one stays, and the age index follows (the next drop is client 4's 50,
+        // then client 1's 40 is gone before client 3's 60).
+        j.stick(&b, ip(3), &server("s3"), 60);
+        j.restore_sticks(taken);
+        assert_eq!(j.len(), 3);
+        j.stick(&b, ip(5), &server("s1"), 70);
+        let p = j.pending.lock();
+        assert_eq!(p.sticks.len(), p.by_age.len(), "index and map agree");
+        let left: Vec<u64> = p.by_age.iter().map(|(t, _)| *t).collect();
+        assert_eq!(left, vec![50, 60, 70]);
+        assert_eq!(p.sticks.get(&(b.clone(), ip(3))).unwrap().1, 60);
     }
 
     /// Polls `batch_due` for `for_ms` of paused time; true if it returned.

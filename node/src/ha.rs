@@ -33,8 +33,8 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::cluster::Journal;
-use crate::proxy::{now_ms, DataPlane};
 use crate::vip::VipControl;
+use ballast_dataplane::proxy::{now_ms, DataPlane};
 
 /// A drill target must be at most this many log entries behind the leader. An entry
 /// is a batch of up to 1,024 stick decisions from one node's 50 ms journal flush.
@@ -728,7 +728,7 @@ impl Ha {
             return NodeSnapshot::default();
         };
         let view = lb.plane.view();
-        let local: Vec<(String, Vec<(IpAddr, crate::stick::ServerName)>)> = view
+        let local: Vec<(String, Vec<(IpAddr, ballast_dataplane::stick::ServerName)>)> = view
             .backends
             .iter()
             .map(|(name, b)| (name.clone(), b.stick_entries()))

@@ -28,8 +28,8 @@ use tracing::info;
 
 use crate::cluster::{self, Journal, PlaneMirror, JOURNAL_CAPACITY};
 use crate::config::Config;
-use crate::metrics::{set_counter, Metrics};
-use crate::proxy::{now_ms, DataPlane, ReplicationSink};
+use ballast_dataplane::metrics::{set_counter, Metrics};
+use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
 
 /// How long VRRP waits for the data plane to listen before it starts anyway.
 const VRRP_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -88,7 +88,7 @@ impl NodeHandle for NodeApi {
             set_counter(&v.adverts_sent, counts.adverts_sent);
             set_counter(&v.adverts_received, counts.adverts_received);
             for (reason, n) in &counts.drops {
-                let labels = crate::metrics::ReasonLabels {
+                let labels = ballast_dataplane::metrics::ReasonLabels {
                     reason: reason.as_str(),
                 };
                 set_counter(&v.dropped.get_or_create(&labels), *n);

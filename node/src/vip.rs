@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::VrrpSection;
-use crate::proxy::DataPlane;
+use ballast_dataplane::proxy::DataPlane;
 
 pub struct Vip {
     handle: VrrpHandle,

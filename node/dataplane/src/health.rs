@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ballast_raft_store::model::HealthCheck;
+use ballast_model::model::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -133,7 +133,7 @@ pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), ProbeErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ballast_raft_store::model::HealthKind;
+    use ballast_model::model::HealthKind;
     use tokio::net::TcpListener;
 
     #[test]

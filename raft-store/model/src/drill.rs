@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::NodeId;
+use crate::NodeId;
 
 /// Records kept; older ones are dropped first.
 pub const MAX_RECORDS: usize = 64;

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ballast_raft_store::model::{ClusterModel, HealthCheck};
-use ballast_raft_store::state::{ClusterState, StickBatch};
+use ballast_model::model::{ClusterModel, HealthCheck};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -20,6 +19,17 @@ use tracing::{error, info, warn};
 use super::{accept_loops, conn, listen_group, now_ms, workers, ReplicationSink, ServerRt, View};
 use crate::health::{self, Flip, Hysteresis};
 use crate::metrics::Metrics;
+
+/// What [`DataPlane::apply_model`] did, for the caller that feeds the plane.
+#[derive(Debug, Default)]
+pub struct ModelApplied {
+    /// Listeners that could not be opened (retried at the next model change).
+    pub errors: Vec<DataPlaneError>,
+    /// Backends whose stick table was created empty by this change (a new backend, or
+    /// stickiness just enabled): the only tables that need the replicated entries
+    /// imported. Every other table was carried over with its entries.
+    pub new_stick_tables: Vec<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
@@ -187,10 +197,10 @@ impl DataPlane {
 
     /// Moves to `model`. Listeners that cannot be bound are reported and retried at the
     /// next model change; everything else is applied.
-    pub fn apply_model(self: &Arc<Self>, model: &ClusterModel) -> Vec<DataPlaneError> {
+    pub fn apply_model(self: &Arc<Self>, model: &ClusterModel) -> ModelApplied {
         let mut rt = self.runtime.lock();
         if rt.stopped {
-            return Vec::new();
+            return ModelApplied::default();
         }
         let previous = self.view();
         let next = Arc::new(View::build(model, &self.metrics, &self.sink, &previous));
@@ -271,7 +281,22 @@ impl DataPlane {
         rt.applied_once = true;
         rt.bind_errors = errors.iter().map(ToString::to_string).collect();
         self.ready.store(errors.is_empty(), Ordering::Relaxed);
-        errors
+        let new_stick_tables = next
+            .backends
+            .iter()
+            .filter(|(name, b)| {
+                b.stick.is_some()
+                    && previous
+                        .backends
+                        .get(*name)
+                        .is_none_or(|p| p.stick.is_none())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        ModelApplied {
+            errors,
+            new_stick_tables,
+        }
     }
 
     fn local_addr(&self, addr: SocketAddr) -> SocketAddr {
@@ -373,18 +398,15 @@ impl DataPlane {
         self.metrics.render()
     }
 
-    /// Entries committed by other nodes.
-    pub fn merge_remote(&self, batches: &[StickBatch]) {
-        let view = self.view();
-        for batch in batches {
-            if let Some(backend) = view.backends.get(&batch.backend) {
-                backend.merge_sticks(
-                    batch
-                        .updates
-                        .iter()
-                        .map(|u| (u.key, &u.server, u.last_seen_ms)),
-                );
-            }
+    /// Takes in stick entries decided elsewhere (committed by other nodes, or the
+    /// replicated table of a backend this plane has just created).
+    pub fn merge_sticks<'a>(
+        &self,
+        backend: &str,
+        updates: impl IntoIterator<Item = (IpAddr, &'a Arc<str>, u64)>,
+    ) {
+        if let Some(b) = self.view().backends.get(backend) {
+            b.merge_sticks(updates);
         }
     }
 
@@ -418,16 +440,11 @@ impl DataPlane {
         }
     }
 
-    /// Takes in the whole replicated state (after start-up or a snapshot install):
-    /// every stick entry and the effective health of every server.
-    pub fn import_state(&self, state: &ClusterState) {
-        let view = self.view();
-        for (name, backend) in &view.backends {
-            if let Some(table) = state.sticks.get(name) {
-                backend.merge_sticks(table.iter());
-            }
+    /// Sets the replicated health of every server from `effective_up(backend, server)`.
+    pub fn set_all_replicated_health(&self, effective_up: impl Fn(&str, &str) -> bool) {
+        for (name, backend) in &self.view().backends {
             for server in &backend.servers {
-                server.set_replicated_up(state.effective_up(name, &server.name));
+                server.set_replicated_up(effective_up(name, &server.name));
             }
         }
     }

@@ -15,7 +15,7 @@ mod plane;
 mod pump;
 mod workers;
 
-pub use plane::{DataPlane, DataPlaneError};
+pub use plane::{DataPlane, DataPlaneError, ModelApplied};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ballast_raft_store::model::{AdminState, Backend, ClusterModel, Frontend};
+use ballast_model::model::{AdminState, Backend, ClusterModel, Frontend};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -81,7 +81,7 @@ pub struct ServerRt {
 }
 
 impl ServerRt {
-    fn new(backend: &str, spec: &ballast_raft_store::model::Server, m: &Metrics) -> Self {
+    fn new(backend: &str, spec: &ballast_model::model::Server, m: &Metrics) -> Self {
         let labels = metrics::server_labels(backend, &spec.name);
         let server = ServerRt {
             name: Arc::from(spec.name.as_str()),
@@ -163,7 +163,7 @@ impl ServerRt {
     }
 
     /// Same target and limits: the runtime (counters, queue, health) can be kept.
-    fn same_target(&self, spec: &ballast_raft_store::model::Server) -> bool {
+    fn same_target(&self, spec: &ballast_model::model::Server) -> bool {
         self.addr == spec.addr && self.weight == spec.weight && self.maxconn == spec.maxconn
     }
 
@@ -307,7 +307,7 @@ impl BackendRt {
     }
 
     /// Re-reports every client connected here, so its replicated entry never expires
-    /// while it holds a connection (see `ballast_raft_store::state`).
+    /// while it holds a connection (see `ballast_model::state`).
     fn refresh_connected(&self, now_ms: u64) -> usize {
         let (Some(table), Some(sink)) = (&self.stick, &self.sink) else {
             return 0;
@@ -391,14 +391,12 @@ impl BackendRt {
             })
             .collect();
         let index = match self.spec.balance {
-            ballast_raft_store::model::Balance::Leastconn => {
+            ballast_model::model::Balance::Leastconn => {
                 let tie = self.tie_breaker.fetch_add(1, Ordering::Relaxed);
                 balance::leastconn(&candidates, tie)
             }
-            ballast_raft_store::model::Balance::Roundrobin => {
-                self.round_robin.lock().next(&candidates)
-            }
-            ballast_raft_store::model::Balance::Source => {
+            ballast_model::model::Balance::Roundrobin => self.round_robin.lock().next(&candidates),
+            ballast_model::model::Balance::Source => {
                 balance::rendezvous(&client_key(client), &candidates)
             }
         }?;
@@ -706,7 +704,7 @@ pub(crate) const ACCEPTED_HAVE_NODELAY: bool = cfg!(target_os = "linux");
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ballast_raft_store::model::{Balance, Server, Stick, StickOn};
+    use ballast_model::model::{Balance, Server, Stick, StickOn};
     use std::time::Duration;
 
     fn backend(balance: Balance, stick: bool) -> BackendRt {

@@ -3,7 +3,7 @@
 //! [`ClusterState::apply`] is a pure, deterministic function of the state and one
 //! [`Command`]: timestamps travel inside commands, maps are `BTreeMap`, no clock and no
 //! randomness — every replica that applies the same log reaches the same state (STYLE
-//! item 6). openraft's traits in [`crate::store`] are thin adapters around it.
+//! item 6). openraft's traits in `ballast_raft_store::store` are thin adapters around it.
 //!
 //! Stick entries carry the server and the last time the client was seen. Expiry is a
 //! command too: the leader proposes [`Command::Sweep`] with its clock, so replicas never
@@ -19,9 +19,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::drill::{self, DrillEvent, DrillKind, DrillRecord, DrillStep, NodeSnapshot};
+use crate::intern::Names;
 use crate::model::{AdminState, Backend, ClusterModel, Frontend, ModelSpec, Server};
 
-pub type NodeId = u64;
+pub use crate::NodeId;
 
 /// A client's replicated stick entry, as stored: 16 bytes, the server as an index into
 /// its table's name list (200,000 entries must not carry 200,000 copies of "server1").
@@ -35,7 +36,7 @@ struct StickRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StickTableState {
     /// Appended in apply order, so identical on every replica.
-    names: Vec<Arc<str>>,
+    names: Names,
     entries: BTreeMap<IpAddr, StickRecord>,
 }
 
@@ -52,7 +53,7 @@ impl StickTableState {
     pub fn get(&self, key: &IpAddr) -> Option<(&Arc<str>, u64)> {
         self.entries
             .get(key)
-            .map(|r| (&self.names[usize::from(r.server)], r.last_seen_ms))
+            .map(|r| (self.names.get(r.server), r.last_seen_ms))
     }
 
     pub fn contains_key(&self, key: &IpAddr) -> bool {
@@ -70,7 +71,7 @@ impl StickTableState {
                 .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
             None => self.entries.range(..),
         };
-        range.map(|(k, r)| (*k, &self.names[usize::from(r.server)], r.last_seen_ms))
+        range.map(|(k, r)| (*k, self.names.get(r.server), r.last_seen_ms))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &Arc<str>, u64)> + '_ {
@@ -78,34 +79,13 @@ impl StickTableState {
     }
 
     fn intern(&mut self, server: &Arc<str>) -> u16 {
-        if let Some(i) = self.names.iter().position(|n| n == server) {
-            return i as u16;
-        }
-        if self.names.len() > usize::from(u16::MAX) {
-            self.collect_names();
-        }
-        self.names.push(server.clone());
-        (self.names.len() - 1) as u16
-    }
-
-    /// Drops names no entry uses (servers removed over a long life); deterministic.
-    fn collect_names(&mut self) {
-        let mut used = vec![false; self.names.len()];
-        for r in self.entries.values() {
-            used[usize::from(r.server)] = true;
-        }
-        let mut remap = vec![0u16; self.names.len()];
-        let mut kept = Vec::new();
-        for (i, name) in self.names.iter().enumerate() {
-            if used[i] {
-                remap[i] = kept.len() as u16;
-                kept.push(name.clone());
+        if self.names.is_full() {
+            let remap = self.names.collect(self.entries.values().map(|r| r.server));
+            for r in self.entries.values_mut() {
+                r.server = remap[usize::from(r.server)];
             }
         }
-        for r in self.entries.values_mut() {
-            r.server = remap[usize::from(r.server)];
-        }
-        self.names = kept;
+        self.names.intern(server).index()
     }
 
     /// Newest decision wins; returns whether the entry changed.
@@ -131,7 +111,7 @@ impl StickTableState {
     fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, u64) -> bool) {
         let names = &self.names;
         self.entries
-            .retain(|_, r| keep(&names[usize::from(r.server)], r.last_seen_ms));
+            .retain(|_, r| keep(names.get(r.server), r.last_seen_ms));
     }
 }
 

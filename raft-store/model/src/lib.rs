@@ -1,0 +1,21 @@
+//! Ballast's cluster model: the plain data that Raft replicates and the data plane serves.
+//!
+//! - [`model`]: frontends, backends, servers and their validation (shared with the API
+//!   and the config loader);
+//! - [`state`]: the replicated state and the commands that change it, a pure function;
+//! - [`drill`]: failover records (planned drills, unplanned takeovers) and their reports;
+//! - [`time`]: the one wall clock (Unix milliseconds) every other crate reads;
+//! - [`intern`]: server names stored once per table, as `u16` indexes.
+//!
+//! Nothing here does I/O or knows openraft: `ballast-raft-store` wraps [`state`] in
+//! openraft's traits, and `ballast-dataplane` depends on this crate alone, so the data
+//! plane can read the model without being able to wait on consensus (DESIGN principle 2).
+
+pub mod drill;
+pub mod intern;
+pub mod model;
+pub mod state;
+pub mod time;
+
+/// A cluster member's stable Raft id (`[node] id` in the config).
+pub type NodeId = u64;
