@@ -19,7 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -608,11 +608,7 @@ fn pretty(value: &Value) -> String {
     text
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use ballast_model::time::now as now_ms;
 
 // ---------------------------------------------------------------------------------------
 // Rendering: JSON in, text out.

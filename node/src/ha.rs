@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ballast_raft_store::drill::{DrillEvent, DrillKind, DrillStep, NodeSnapshot};
 use ballast_raft_store::model::Role;
@@ -117,10 +117,7 @@ struct ActiveDrill {
     to: NodeId,
 }
 
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use ballast_model::time::unix_ms as ms;
 
 /// Data-plane entries the replicated tables lack or assign elsewhere, and replicated
 /// entries the data plane lacks or assigns elsewhere.

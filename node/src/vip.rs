@@ -222,7 +222,7 @@ pub fn status_json(observer: &ballast_vrrp::driver::VrrpObserver) -> serde_json:
             "from": t.from.as_str(),
             "to": t.to.as_str(),
             "reason": t.reason.as_str(),
-            "at_ms": t.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            "at_ms": ballast_model::time::unix_ms(t.at),
         })),
         "adverts_sent": m.adverts_sent,
         "adverts_received": m.adverts_received,

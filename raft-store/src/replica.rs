@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::SnapshotPolicy;
 use parking_lot::RwLock;
@@ -123,11 +123,7 @@ fn unexpected(node: NodeId) -> ProposeError {
     ProposeError::Unavailable(format!("unexpected reply from node {node}"))
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use ballast_model::time::now as now_ms;
 
 impl Replica {
     pub async fn start(

@@ -25,6 +25,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ballast_model::intern::{Interned, Names};
+
 /// Server identity inside a table: the server's name, shared.
 pub type ServerName = Arc<str>;
 
@@ -102,7 +104,7 @@ pub struct StickTable {
     expire_ms: u64,
     entries: HashMap<IpAddr, Slot>,
     /// Interned server names; slots hold indexes into it.
-    servers: Vec<ServerName>,
+    servers: Names,
     /// Clients with at least one open connection here, per server index: the load
     /// leastconn balances new clients on in a sticky backend (a client's sockets all go
     /// to one server, so the client is the unit being placed).
@@ -116,7 +118,7 @@ impl StickTable {
             capacity: capacity.max(1),
             expire_ms,
             entries: HashMap::new(),
-            servers: Vec::new(),
+            servers: Names::default(),
             active: Vec::new(),
             counters: StickCounters::default(),
         }
@@ -141,9 +143,8 @@ impl StickTable {
     /// Clients connected here that are stuck to `server`.
     pub fn active_clients(&self, server: &str) -> u32 {
         self.servers
-            .iter()
-            .position(|s| &**s == server)
-            .map_or(0, |i| self.active[i])
+            .position(server)
+            .map_or(0, |i| self.active[usize::from(i)])
     }
 
     pub fn get(&self, key: &IpAddr) -> Option<Entry> {
@@ -178,7 +179,7 @@ impl StickTable {
             self.counters.expirations += 1;
         }
         if let Some(slot) = self.entries.get(&key).copied() {
-            let current = self.servers[usize::from(slot.server)].clone();
+            let current = self.servers.get(slot.server).clone();
             let (server, outcome) = match check(&current) {
                 Stickiness::Keep => (current, Outcome::Kept),
                 Stickiness::Move => (choose(self)?, Outcome::Moved { from: current }),
@@ -229,7 +230,7 @@ impl StickTable {
         choose: impl FnOnce(&StickTable) -> Option<ServerName>,
     ) -> Option<ServerName> {
         let slot = *self.entries.get(&key)?;
-        let current = &self.servers[usize::from(slot.server)];
+        let current = self.servers.get(slot.server);
         if current != failed {
             return Some(current.clone());
         }
@@ -271,7 +272,7 @@ impl StickTable {
             slot.reported = this_minute;
         }
         self.active[usize::from(server)] -= 1;
-        report.then(|| self.servers[usize::from(server)].clone())
+        report.then(|| self.servers.get(server).clone())
     }
 
     /// Takes in a decision another node made (replicated). The newest decision wins; an
@@ -292,7 +293,7 @@ impl StickTable {
     ) -> Option<(ServerName, u64)> {
         if let Some(slot) = self.entries.get(&key).copied() {
             if last_seen_ms < slot.last_seen_ms {
-                let mine = self.servers[usize::from(slot.server)].clone();
+                let mine = self.servers.get(slot.server).clone();
                 return (mine != server).then_some((mine, slot.last_seen_ms));
             }
             let index = self.intern(&server);
@@ -327,7 +328,7 @@ impl StickTable {
             .filter(|(_, s)| s.open > 0)
             .map(|(k, s)| {
                 s.reported = this_minute;
-                (*k, servers[usize::from(s.server)].clone())
+                (*k, servers.get(s.server).clone())
             })
             .collect()
     }
@@ -387,7 +388,7 @@ impl StickTable {
 
     fn entry(&self, slot: &Slot) -> Entry {
         Entry {
-            server: self.servers[usize::from(slot.server)].clone(),
+            server: self.servers.get(slot.server).clone(),
             open: slot.open,
             last_seen_ms: slot.last_seen_ms,
         }
@@ -400,37 +401,30 @@ impl StickTable {
     }
 
     fn intern(&mut self, server: &ServerName) -> u16 {
-        if let Some(i) = self.servers.iter().position(|s| s == server) {
-            return i as u16;
-        }
-        if self.servers.len() > usize::from(u16::MAX) {
+        if self.servers.is_full() {
             self.collect_names();
         }
-        self.servers.push(server.clone());
-        self.active.push(0);
-        (self.servers.len() - 1) as u16
+        let interned = self.servers.intern(server);
+        if let Interned::Added(_) = interned {
+            self.active.push(0);
+        }
+        interned.index()
     }
 
     /// Drops names no entry uses any more (servers removed over a long life).
     fn collect_names(&mut self) {
-        let mut used = vec![false; self.servers.len()];
-        for slot in self.entries.values() {
-            used[usize::from(slot.server)] = true;
-        }
-        let mut remap = vec![0u16; self.servers.len()];
-        let mut kept = Vec::new();
-        let mut active = Vec::new();
-        for (i, name) in self.servers.iter().enumerate() {
-            if used[i] {
-                remap[i] = kept.len() as u16;
-                kept.push(name.clone());
-                active.push(self.active[i]);
+        let remap = self
+            .servers
+            .collect(self.entries.values().map(|s| s.server));
+        let mut active = vec![0; self.servers.len()];
+        for (old, new) in remap.iter().enumerate() {
+            if let Some(new) = new {
+                active[usize::from(*new)] = self.active[old];
             }
         }
         for slot in self.entries.values_mut() {
-            slot.server = remap[usize::from(slot.server)];
+            slot.server = Names::remapped(&remap, slot.server);
         }
-        self.servers = kept;
         self.active = active;
     }
 

@@ -45,6 +45,11 @@ impl Names {
         self.0.is_empty()
     }
 
+    /// The index of `name`, if known.
+    pub fn position(&self, name: &str) -> Option<u16> {
+        self.0.iter().position(|n| &**n == name).map(|i| i as u16)
+    }
+
     /// Whether every index is in use, so the next new name needs a [`Names::collect`]
     /// first.
     pub fn is_full(&self) -> bool {
@@ -63,23 +68,27 @@ impl Names {
     }
 
     /// Drops the names whose index `used` does not contain (servers removed over a long
-    /// life) and returns the map old index → new index. Deterministic: kept names keep
-    /// their order.
-    pub fn collect(&mut self, used: impl IntoIterator<Item = u16>) -> Vec<u16> {
-        let mut in_use = vec![false; self.0.len()];
+    /// life) and returns the map old index → new index, `None` for a dropped name.
+    /// Deterministic: kept names keep their order.
+    pub fn collect(&mut self, used: impl IntoIterator<Item = u16>) -> Vec<Option<u16>> {
+        let mut remap = vec![None; self.0.len()];
         for i in used {
-            in_use[usize::from(i)] = true;
+            remap[usize::from(i)] = Some(0);
         }
-        let mut remap = vec![0u16; self.0.len()];
         let mut kept = Vec::with_capacity(self.0.len());
-        for (i, name) in self.0.iter().enumerate() {
-            if in_use[i] {
-                remap[i] = kept.len() as u16;
+        for (slot, name) in remap.iter_mut().zip(&self.0) {
+            if slot.is_some() {
+                *slot = Some(kept.len() as u16);
                 kept.push(name.clone());
             }
         }
         self.0 = kept;
         remap
+    }
+
+    /// Applies a [`Names::collect`] map to an index of a name that was in use.
+    pub fn remapped(remap: &[Option<u16>], index: u16) -> u16 {
+        remap[usize::from(index)].expect("collect keeps every name an entry uses")
     }
 }
 
@@ -100,8 +109,9 @@ mod tests {
         assert_eq!(names.intern(&name("a")), Interned::Known(0));
         let remap = names.collect([2, 0, 2]);
         assert_eq!(names.len(), 2);
-        assert_eq!(&**names.get(remap[0]), "a");
-        assert_eq!(&**names.get(remap[2]), "c");
+        assert_eq!(remap[1], None);
+        assert_eq!(&**names.get(Names::remapped(&remap, 0)), "a");
+        assert_eq!(&**names.get(Names::remapped(&remap, 2)), "c");
         assert_eq!(names.intern(&name("b")), Interned::Added(2));
     }
 

@@ -82,7 +82,7 @@ impl StickTableState {
         if self.names.is_full() {
             let remap = self.names.collect(self.entries.values().map(|r| r.server));
             for r in self.entries.values_mut() {
-                r.server = remap[usize::from(r.server)];
+                r.server = Names::remapped(&remap, r.server);
             }
         }
         self.names.intern(server).index()

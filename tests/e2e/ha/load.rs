@@ -46,12 +46,7 @@ pub fn client_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1 + (i / 200) as u8, 1 + (i % 200) as u8)
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use ballast_model::time::now as now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadConfig {

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ballast_model::model::{AdminState, Backend, ClusterModel, Frontend};
 use parking_lot::Mutex;
@@ -45,11 +44,7 @@ pub trait ReplicationSink: Send + Sync + 'static {
 
 /// Unix milliseconds: the time base of stick entries, chosen so entries can be compared
 /// across nodes once they are replicated.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use ballast_model::time::now as now_ms;
 
 pub struct ServerRt {
     pub name: ServerName,
