@@ -20,9 +20,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
 
 use super::accept::Acceptor;
-use super::plane::ListenerSlot;
 use super::pump::{self, End, Flow, Idle};
-use super::{canonical_client, now_ms, workers, BackendRt, DataPlane, FrontendRt, ServerRt};
+use super::serving::{ListenerSlot, Serving};
+use super::{canonical_client, now_ms, workers, BackendRt, FrontendRt, ServerRt};
 use crate::stick::ServerName;
 
 /// Connection attempts per client connection, each on a different server when one is
@@ -32,7 +32,7 @@ const MAX_ATTEMPTS: usize = 3;
 /// Accepts on one socket of a listening port's group, on plane thread `here`, and
 /// starts each connection on the thread [`workers::place`] picks.
 pub(super) async fn accept_loop(
-    plane: Arc<DataPlane>,
+    plane: Arc<Serving>,
     slot: Arc<ListenerSlot>,
     listener: std::net::TcpListener,
     here: usize,
@@ -76,7 +76,7 @@ pub(super) async fn accept_loop(
 /// One client connection on the plane thread that serves it, counted there (`_carried`)
 /// until it ends.
 async fn handle(
-    plane: Arc<DataPlane>,
+    plane: Arc<Serving>,
     frontend_name: Arc<String>,
     client: std::net::TcpStream,
     peer: SocketAddr,

@@ -13,6 +13,7 @@ mod accept;
 mod conn;
 mod plane;
 mod pump;
+mod serving;
 mod workers;
 
 pub use plane::{DataPlane, DataPlaneError, ModelApplied};

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::serving::{ListenerSlot, Serving};
 use super::{accept_loops, conn, listen_group, now_ms, workers, ReplicationSink, ServerRt, View};
 use crate::health::{self, Flip, Hysteresis};
 use crate::metrics::Metrics;
@@ -39,11 +40,6 @@ pub enum DataPlaneError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// A bound port. The frontend it serves can change without closing the socket.
-pub(super) struct ListenerSlot {
-    pub(super) frontend: ArcSwap<String>,
 }
 
 struct Listener {
@@ -70,7 +66,9 @@ struct Runtime {
 }
 
 pub struct DataPlane {
-    view: ArcSwap<View>,
+    /// What every connection reads (the view, the VIPs): the accept loops get this,
+    /// never the plane that manages them.
+    serving: Arc<Serving>,
     metrics: Arc<Metrics>,
     sink: Option<Arc<dyn ReplicationSink>>,
     /// Replaces the wildcard address of binds on this node (`[node] bind_ip`).
@@ -81,14 +79,6 @@ pub struct DataPlane {
     model_applied: tokio::sync::Notify,
     /// Touched only when the model changes or the plane stops, never per connection.
     runtime: Mutex<Runtime>,
-    /// The node's VIPs, and a generation bumped each time it lets them go: connections
-    /// accepted on a VIP end then (see [`Self::release_vip_connections`]).
-    /// Read by every accepted connection: swapped whole, never locked.
-    vips: ArcSwap<Vec<IpAddr>>,
-    vips_released: tokio::sync::watch::Sender<u64>,
-    /// Wall-clock ms of the first connection accepted since [`Self::arm_first_accept`];
-    /// 0 while armed and waiting, `u64::MAX` when not armed.
-    first_accept_ms: std::sync::atomic::AtomicU64,
 }
 
 impl DataPlane {
@@ -98,7 +88,7 @@ impl DataPlane {
         bind_ip: Option<IpAddr>,
     ) -> Arc<Self> {
         Arc::new(DataPlane {
-            view: ArcSwap::from_pointee(View::empty()),
+            serving: Arc::new(Serving::new()),
             metrics,
             sink,
             bind_ip,
@@ -106,15 +96,12 @@ impl DataPlane {
             model_revision: std::sync::atomic::AtomicU64::new(0),
             model_applied: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
-            first_accept_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
-            vips: ArcSwap::from_pointee(Vec::new()),
-            vips_released: tokio::sync::watch::channel(0).0,
         })
     }
 
     /// The addresses VRRP moves between nodes.
     pub fn set_vips(&self, vips: Vec<IpAddr>) {
-        self.vips.store(Arc::new(vips));
+        self.serving.set_vips(vips);
     }
 
     /// This node no longer holds its VIPs: end the connections accepted on them, with
@@ -122,48 +109,20 @@ impl DataPlane {
     /// client that only receives would otherwise notice late, and this node would hold
     /// the client's and the server's sockets for hours.
     pub fn release_vip_connections(&self) {
-        self.vips_released.send_modify(|g| *g += 1);
-    }
-
-    /// For a connection accepted on `local`: resolves when this node lets its VIPs go,
-    /// `None` when `local` is not a VIP.
-    pub(super) fn vip_watch(&self, local: IpAddr) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.vips
-            .load()
-            .contains(&local)
-            .then(|| self.vips_released.subscribe())
-    }
-
-    pub(super) fn has_vips(&self) -> bool {
-        !self.vips.load().is_empty()
+        self.serving.release_vip_connections();
     }
 
     /// Starts watching for the next accepted connection (a new master's first client).
     pub fn arm_first_accept(&self) {
-        self.first_accept_ms.store(0, Ordering::Relaxed);
+        self.serving.arm_first_accept();
     }
 
     pub fn first_accept_ms(&self) -> Option<u64> {
-        match self.first_accept_ms.load(Ordering::Relaxed) {
-            0 | u64::MAX => None,
-            at => Some(at),
-        }
-    }
-
-    /// On every accept: one relaxed load unless armed.
-    pub(super) fn note_accept(&self) {
-        if self.first_accept_ms.load(Ordering::Relaxed) == 0 {
-            let _ = self.first_accept_ms.compare_exchange(
-                0,
-                super::now_ms(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
+        self.serving.first_accept_ms()
     }
 
     pub fn view(&self) -> Arc<View> {
-        self.view.load_full()
+        self.serving.view()
     }
 
     /// A model has been applied and every listener is bound.
@@ -235,7 +194,7 @@ impl DataPlane {
             }
         }
         // The new view first: a connection accepted on a new port must find its frontend.
-        self.view.store(next.clone());
+        self.serving.store_view(next.clone());
         for (addr, frontend, group) in opened {
             let local = group
                 .first()
@@ -251,7 +210,7 @@ impl DataPlane {
                 .zip((0..workers.len()).cycle())
                 .map(|(listener, here)| {
                     workers[here].handle.spawn(conn::accept_loop(
-                        self.clone(),
+                        self.serving.clone(),
                         slot.clone(),
                         listener,
                         here,
