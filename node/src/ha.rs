@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::cluster::Journal;
 use crate::vip::VipControl;
+use crate::wait::wait_until;
 use ballast_dataplane::proxy::{now_ms, DataPlane};
 
 /// A drill target must be at most this many log entries behind the leader. An entry
@@ -53,8 +54,13 @@ const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(60);
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
-/// How long the old master lets the drill's target arm itself before resigning.
+/// How long the old master lets the drill's target apply the record and arm itself
+/// before resigning.
 const HANDOVER_ARM: Duration = Duration::from_millis(100);
+/// Re-checks of conditions that need a question to the leader (lag, journal commits).
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Re-checks of milestone timestamps other tasks record (GARP sent, first client).
+const MILESTONE_EVERY: Duration = Duration::from_millis(10);
 
 /// Why a drill was refused (409).
 #[derive(Debug, thiserror::Error)]
@@ -405,8 +411,12 @@ impl Ha {
             .replica
             .read(|a| a.state.drills.keys().next_back().copied())
             .unwrap_or(0);
+        // Woken by every entry this replica applies (openraft's metrics watch).
+        let mut progress = self.replica.raft().metrics();
         loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if progress.changed().await.is_err() {
+                return;
+            }
             let newest = self.replica.read(|a| {
                 a.state
                     .drills
@@ -441,9 +451,9 @@ impl Ha {
                 status.wait_for(|s| s.effective_priority == 1 || s.configured_priority == 255),
             )
             .await;
-            // The target reads the same record and arms its instance to take over at
-            // once; give it a few of its 20 ms polls. Late, it still takes over, after
-            // Skew_Time.
+            // The target arms its instance as soon as it applies the same record, which
+            // reaches it with the leader's next append; give that a moment. Late, it
+            // still takes over, after Skew_Time.
             tokio::time::sleep(HANDOVER_ARM).await;
             info!(drill = id, to, "failover drill: handing the VIP over");
             control.resign();
@@ -610,20 +620,14 @@ impl Ha {
         }
         // The revision answered is the record's id unless a retry found it already
         // open; the committed state says which.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        let id = loop {
-            let id = self
-                .replica
-                .read(|a| a.state.drill_id(DrillKind::Unplanned, self.me, at_ms));
-            match id {
-                Some(id) => break id,
-                // Committed on the leader; applied here a moment later.
-                None if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
-                }
-                None => return,
-            }
-        };
+        // Committed on the leader; applied here a moment later.
+        let id = self
+            .replica
+            .wait_applied(Duration::from_secs(3), |a| {
+                a.state.drill_id(DrillKind::Unplanned, self.me, at_ms)
+            })
+            .await;
+        let Some(id) = id else { return };
         self.new_master_part(id, at_ms, false).await;
     }
 
@@ -634,12 +638,16 @@ impl Ha {
         self.event(id, DrillStep::VipReleased, released_ms).await;
         let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
         lb.journal.flush_now();
-        while !lb.journal.is_idle() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        while self.replica.lag().await != Some(0) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(FLUSH_WAIT, POLL_EVERY, || async {
+            lb.journal.is_idle().then_some(())
+        })
+        .await;
+        // How far behind the leader this replica is takes a question to the leader.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        wait_until(left, POLL_EVERY, || async {
+            (self.replica.lag().await == Some(0)).then_some(())
+        })
+        .await;
         let snapshot = self.snapshot();
         info!(drill = id, ?snapshot, "failover drill: old master's tables");
         self.commit(Command::DrillSnapshot {
@@ -657,58 +665,45 @@ impl Ha {
             return;
         }
         self.event(id, DrillStep::BecameMaster, became_ms).await;
-        let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
-        loop {
-            let garp = (*self.mastership.lock())
+        // Timestamps of milestones recorded by other tasks: read, not announced.
+        let garp = wait_until(FLUSH_WAIT, MILESTONE_EVERY, || async {
+            (*self.mastership.lock())
                 .filter(|m| m.became_ms == became_ms)
-                .and_then(|m| m.first_garp_ms);
-            if let Some(at) = garp {
-                self.event(id, DrillStep::GarpSent, at).await;
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+                .and_then(|m| m.first_garp_ms)
+        })
+        .await;
+        if let Some(at) = garp {
+            self.event(id, DrillStep::GarpSent, at).await;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + FIRST_CONNECTION_WAIT;
-            while tokio::time::Instant::now() < deadline {
-                let first = me.lb.as_ref().and_then(|lb| lb.plane.first_accept_ms());
-                if let Some(at) = first {
-                    me.event(id, DrillStep::FirstConnection, at).await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let first = wait_until(FIRST_CONNECTION_WAIT, MILESTONE_EVERY, || async {
+                me.lb.as_ref().and_then(|lb| lb.plane.first_accept_ms())
+            })
+            .await;
+            if let Some(at) = first {
+                me.event(id, DrillStep::FirstConnection, at).await;
             }
         });
         let me = self.clone();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-            while tokio::time::Instant::now() < deadline {
-                if me.replica.is_leader() {
-                    me.event(id, DrillStep::LeaderMoved, now_ms()).await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if me
+                .replica
+                .wait_metrics(LEADER_WAIT, |m| me.replica.leads(m))
+                .await
+            {
+                me.event(id, DrillStep::LeaderMoved, now_ms()).await;
             }
         });
         if planned {
             // Compare once this node has applied what the old master flushed.
-            let deadline = tokio::time::Instant::now() + FLUSH_WAIT * 2;
-            while tokio::time::Instant::now() < deadline {
-                let old_revision = self.replica.read(|a| {
+            self.replica
+                .wait_applied(FLUSH_WAIT * 2, |a| {
                     let record = a.state.drills.get(&id)?;
-                    let from = record.from?;
-                    record.snapshots.get(&from).map(|s| s.revision)
-                });
-                let mine = self.replica.read(|a| a.state.revision);
-                if old_revision.is_some_and(|r| mine >= r) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                    let old_revision = record.snapshots.get(&record.from?)?.revision;
+                    (a.state.revision >= old_revision).then_some(())
+                })
+                .await;
         }
         let snapshot = self.snapshot();
         info!(drill = id, ?snapshot, "failover: new master's tables");

@@ -9,3 +9,4 @@ pub mod demo;
 pub mod ha;
 pub mod run;
 pub mod vip;
+pub mod wait;

@@ -248,11 +248,11 @@ impl NodeHandle for NodeApi {
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
                 // A forwarded write is committed on the leader first; this replica
                 // applies it moments later.
-                while self.replica.read(|a| a.state.revision) < response.revision
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
+                self.replica
+                    .wait_applied(std::time::Duration::from_secs(3), |a| {
+                        (a.state.revision >= response.revision).then_some(())
+                    })
+                    .await;
                 let model_revision = self.replica.read(|a| a.state.model_revision);
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if !plane.wait_applied(model_revision, left).await {
@@ -462,10 +462,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         // A node that cannot serve yet runs VRRP at priority 1; started that way it
         // would win the first election where it is alone, then hand over again. Give
         // the model a moment to arrive first (bounded: VRRP must not wait for Raft).
-        let deadline = tokio::time::Instant::now() + VRRP_START_WAIT;
-        while !plane.is_ready() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        plane.wait_ready(VRRP_START_WAIT).await;
     }
     let vip = match (&config.vrrp, &plane) {
         (Some(section), Some(plane)) => Some(crate::vip::Vip::start(section, plane.clone())?),
@@ -510,22 +507,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
 /// Waits until the data plane serves the replicated model (or `timeout`).
 pub async fn wait_ready(running: &Running, timeout: std::time::Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let ready = running.plane.as_ref().is_none_or(|p| p.is_ready());
-        if ready {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let reason = running
-                .plane
-                .as_ref()
-                .and_then(|p| p.not_ready_reason())
-                .unwrap_or_default();
-            bail!("the data plane did not become ready within {timeout:?}: {reason}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let Some(plane) = &running.plane else {
+        return Ok(());
+    };
+    if !plane.wait_ready(timeout).await {
+        let reason = plane.not_ready_reason().unwrap_or_default();
+        bail!("the data plane did not become ready within {timeout:?}: {reason}");
     }
+    Ok(())
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {

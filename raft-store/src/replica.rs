@@ -341,6 +341,47 @@ impl Replica {
         f(&self.applied.read())
     }
 
+    /// Waits until `found` returns something from the applied state, re-reading it each
+    /// time openraft reports progress (an entry applied, a leader or term change), at
+    /// most `timeout`. No polling: the metrics watch is the event.
+    pub async fn wait_applied<R>(
+        &self,
+        timeout: Duration,
+        mut found: impl FnMut(&Applied) -> Option<R>,
+    ) -> Option<R> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.raft.metrics();
+        loop {
+            // Marked seen before reading, so a change between the read and the wait
+            // wakes the wait instead of being missed.
+            progress.borrow_and_update();
+            if let Some(r) = self.read(&mut found) {
+                return Some(r);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return self.read(&mut found),
+            }
+        }
+    }
+
+    /// Waits until `holds` is true of openraft's metrics, at most `timeout`; whether it
+    /// held.
+    pub async fn wait_metrics(
+        &self,
+        timeout: Duration,
+        holds: impl Fn(&RaftMetrics) -> bool,
+    ) -> bool {
+        let mut metrics = self.raft.metrics();
+        let held = tokio::time::timeout(timeout, metrics.wait_for(|m| holds(m))).await;
+        matches!(held, Ok(Ok(_)))
+    }
+
+    /// Leading with a committed vote, from a metrics snapshot (see [`Replica::is_leader`]).
+    pub fn leads(&self, m: &RaftMetrics) -> bool {
+        m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow().clone()
     }
@@ -352,9 +393,7 @@ impl Replica {
     /// Leading with a committed vote: a candidate may already name itself as leader
     /// in its metrics.
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id)
+        self.leads(&self.raft.metrics().borrow())
     }
 
     pub fn status(&self) -> RaftStatus {

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,7 +73,9 @@ pub struct DataPlane {
     sink: Option<Arc<dyn ReplicationSink>>,
     /// Replaces the wildcard address of binds on this node (`[node] bind_ip`).
     bind_ip: Option<IpAddr>,
-    ready: AtomicBool,
+    /// A model has been applied and every listener is bound; watched by whoever waits
+    /// for the plane to serve (start-up, VRRP's first election).
+    ready: tokio::sync::watch::Sender<bool>,
     /// Revision of the cluster model the view was last built from.
     model_revision: std::sync::atomic::AtomicU64,
     model_applied: tokio::sync::Notify,
@@ -92,7 +94,7 @@ impl DataPlane {
             metrics,
             sink,
             bind_ip,
-            ready: AtomicBool::new(false),
+            ready: tokio::sync::watch::channel(false).0,
             model_revision: std::sync::atomic::AtomicU64::new(0),
             model_applied: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
@@ -127,7 +129,7 @@ impl DataPlane {
 
     /// A model has been applied and every listener is bound.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        *self.ready.borrow()
     }
 
     /// Why the plane is not ready, if it is not.
@@ -239,7 +241,7 @@ impl DataPlane {
         }
         rt.applied_once = true;
         rt.bind_errors = errors.iter().map(ToString::to_string).collect();
-        self.ready.store(errors.is_empty(), Ordering::Relaxed);
+        self.ready.send_replace(errors.is_empty());
         let new_stick_tables = next
             .backends
             .iter()
@@ -328,11 +330,18 @@ impl DataPlane {
         }
     }
 
+    /// Waits until the plane is ready, at most `timeout`; whether it is.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.subscribe();
+        let _ = tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await;
+        self.is_ready()
+    }
+
     /// Stops accepting and checking. Established connections are left to finish.
     pub fn stop(&self) {
         let mut rt = self.runtime.lock();
         rt.stopped = true;
-        self.ready.store(false, Ordering::Relaxed);
+        self.ready.send_replace(false);
         for (_, l) in std::mem::take(&mut rt.listeners) {
             l.tasks.iter().for_each(JoinHandle::abort);
         }
