@@ -230,17 +230,7 @@ impl NodeHandle for NodeApi {
 
     fn propose(&self, command: Command) -> BoxFuture<'_, Result<state::Response, ProposeError>> {
         Box::pin(async move {
-            let changes_model = matches!(
-                command,
-                Command::ReplaceModel { .. }
-                    | Command::PutFrontend { .. }
-                    | Command::DeleteFrontend { .. }
-                    | Command::PutBackend { .. }
-                    | Command::DeleteBackend { .. }
-                    | Command::PutServer { .. }
-                    | Command::DeleteServer { .. }
-                    | Command::SetAdmin { .. }
-            );
+            let changes_model = command.changes_model();
             let response = self.replica.propose(command).await?;
             // The answer means "in effect on this node": wait for the local data plane
             // to apply the model this node has (a no-op write waits for nothing).

@@ -217,6 +217,32 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether applying this command may change the model (frontends, backends,
+    /// servers, admin states): what a writer waits for the data plane to take in.
+    /// Exhaustive on purpose: a new command must say which it is.
+    pub fn changes_model(&self) -> bool {
+        match self {
+            Command::Bootstrap { .. }
+            | Command::ReplaceModel { .. }
+            | Command::PutFrontend { .. }
+            | Command::DeleteFrontend { .. }
+            | Command::PutBackend { .. }
+            | Command::DeleteBackend { .. }
+            | Command::PutServer { .. }
+            | Command::DeleteServer { .. }
+            | Command::SetAdmin { .. } => true,
+            Command::Stick { .. }
+            | Command::ForgetStick { .. }
+            | Command::Sweep { .. }
+            | Command::Health { .. }
+            | Command::DrillStart { .. }
+            | Command::DrillEvent { .. }
+            | Command::DrillSnapshot { .. } => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     Invalid,
