@@ -4,6 +4,14 @@
 //! maps errors to DESIGN's shape. It depends on the model types (raft-store) and never
 //! on the data plane. Writes become [`Command`]s that the node commits through Raft;
 //! the answer comes after the commit and carries the new `revision`.
+//!
+//! Neighbours: server.rs accepts and bounds connections; guard.rs checks the token of
+//! writes before any body is read and puts a deadline on bodies.
+
+mod guard;
+mod server;
+
+pub use server::{serve, serve_with, Limits};
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -14,7 +22,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::handler::Handler;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,7 +35,6 @@ use ballast_raft_store::state::{self, Command, StickBatch, StickUpdate};
 use ballast_raft_store::types::Member;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -128,7 +136,10 @@ enum WriteErrors<'a> {
     /// Conflict; the message says with what (a drill: why it was refused).
     #[response(status = 409)]
     Conflict(ErrorBody<'a>),
-    /// Body larger than 16 MiB.
+    /// The body did not arrive within 10 s of the head.
+    #[response(status = 408)]
+    Timeout(ErrorBody<'a>),
+    /// Body over the route's limit: 64 KiB, 16 MiB for `/v1/apply` and the stick import.
     #[response(status = 413)]
     TooLarge(ErrorBody<'a>),
     /// No quorum: not committed.
@@ -151,14 +162,32 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status().as_u16();
-        let code = if status == 413 {
-            "payload_too_large"
-        } else {
-            "bad_request"
-        };
-        ApiError::new(status, code, rejection.body_text())
+        body_error(rejection.status(), rejection.body_text(), &rejection)
     }
+}
+
+/// A body that could not be read: too large (413), too slow (408, see guard.rs), or bad.
+fn body_error(
+    status: StatusCode,
+    text: String,
+    error: &(dyn std::error::Error + 'static),
+) -> ApiError {
+    if guard::is_body_timeout(error) {
+        ApiError::new(408, "request_timeout", error_chain(error))
+    } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(413, "payload_too_large", text)
+    } else {
+        ApiError::new(status.as_u16(), "bad_request", text)
+    }
+}
+
+/// The innermost error's text: axum's own says only "failed to buffer the body".
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    last.to_string()
 }
 
 impl From<ProposeError> for ApiError {
@@ -207,7 +236,20 @@ const IMPORT_CHUNK: usize = 1_024;
 
 type Node = State<Arc<dyn NodeHandle>>;
 
-pub fn router(node: Arc<dyn NodeHandle>) -> Router {
+/// Largest request body, except on the bulk routes: every other body is one object.
+pub const BODY_LIMIT: usize = 64 << 10;
+/// Largest body of `POST /v1/apply` (a whole model) and of a stick import (10,000
+/// entries are about 450 KB). Only token holders get this far (guard.rs).
+pub const BULK_BODY_LIMIT: usize = 16 << 20;
+
+/// The routes, behind the guard (token, body deadline) and the body limits. Served by
+/// [`serve_with`], which adds the connection-level bounds.
+pub fn router(node: Arc<dyn NodeHandle>, limits: Limits) -> Router {
+    let bulk = || axum::extract::DefaultBodyLimit::max(BULK_BODY_LIMIT);
+    let guard = Arc::new(guard::Guard {
+        node: node.clone(),
+        body_timeout: limits.body_timeout,
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -216,7 +258,9 @@ pub fn router(node: Arc<dyn NodeHandle>) -> Router {
         .route("/v1/openapi.json", get(openapi_json))
         .route(
             "/v1/backends/:backend/stick",
-            get(stick_page).post(stick_import).delete(stick_forget_all),
+            get(stick_page)
+                .post(stick_import.layer(bulk()))
+                .delete(stick_forget_all),
         )
         .route(
             "/v1/backends/:backend/stick/:key",
@@ -240,60 +284,19 @@ pub fn router(node: Arc<dyn NodeHandle>) -> Router {
             "/v1/backends/:backend/servers/:server/state",
             axum::routing::post(set_admin),
         )
-        .route("/v1/apply", axum::routing::post(apply))
+        .route("/v1/apply", axum::routing::post(apply.layer(bulk())))
         .route("/v1/members", axum::routing::post(add_member))
         .route("/v1/members/:id", axum::routing::delete(remove_member))
         .route("/v1/drills/failover", axum::routing::post(start_drill))
         .route("/v1/drills", get(list_drills))
         .route("/v1/drills/:id", get(get_drill))
+        // Inner to the guard: the bulk routes' own limits above override this one.
+        .route_layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        // On routed requests only: an unknown path answers 404 without reading a body,
+        // token or not.
+        .route_layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(node)
-}
-
-/// Serves until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    node: Arc<dyn NodeHandle>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Checks `Authorization: Bearer <token>` in constant time.
-fn authorize(node: &dyn NodeHandle, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = node.write_token() else {
-        return Err(ApiError::new(
-            401,
-            "unauthorized",
-            "this node has no token_file: API writes are disabled",
-        ));
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(&token)));
-    if ok {
-        Ok(())
-    } else {
-        tracing::warn!(
-            reason = if presented.is_some() {
-                "wrong token"
-            } else {
-                "no token"
-            },
-            "API write refused"
-        );
-        Err(ApiError::new(
-            401,
-            "unauthorized",
-            "writes need the header `Authorization: Bearer <token>` with the cluster token",
-        ))
-    }
 }
 
 /// Commits and maps the state machine's answer.
@@ -361,10 +364,8 @@ async fn stick_page(
 async fn stick_import(
     State(node): Node,
     Path(backend): Path<String>,
-    headers: HeaderMap,
     body: Result<Json<StickImport>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
     let Json(import) = body?;
     let now = ballast_raft_store::replica::now_ms();
     let total = import.entries.len();
@@ -399,9 +400,8 @@ async fn stick_import(
 async fn stick_forget_all(
     State(node): Node,
     Path(backend): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         Ok(Command::ForgetStick { backend, key: None })
     })
     .await
@@ -411,9 +411,8 @@ async fn stick_forget_all(
 async fn stick_forget_one(
     State(node): Node,
     Path((backend, key)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         let key: IpAddr = key
             .parse()
             .map_err(|_| ApiError::bad_request(format!("key {key:?} is not an IP address")))?;
@@ -432,15 +431,7 @@ fn decode_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resu
 }
 
 fn json_value(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let bytes = body.map_err(|r| {
-        let status = r.status().as_u16();
-        let code = if status == 413 {
-            "payload_too_large"
-        } else {
-            "bad_request"
-        };
-        ApiError::new(status, code, r.body_text())
-    })?;
+    let bytes = body.map_err(|r| body_error(r.status(), r.body_text(), &r))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
@@ -480,14 +471,12 @@ fn revision_json(revision: u64) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "revision": revision }))
 }
 
-/// A write that answers the new revision: the token first (so a request without it gets
-/// 401, never a 400 about its body), then the command built from the request, committed.
+/// A write that answers the new revision: the command built from the request, committed.
+/// The token was checked before (guard.rs), on the head alone.
 async fn commit_write(
     node: &dyn NodeHandle,
-    headers: &HeaderMap,
     command: impl FnOnce() -> Result<Command, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node, headers)?;
     let revision = commit(node, command()?).await?;
     Ok(revision_json(revision))
 }
@@ -516,10 +505,9 @@ async fn get_frontend(
 async fn put_frontend(
     State(node): Node,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         let frontend: Frontend = decode_value(with_name(json_value(body)?, &name)?)?;
         Ok(Command::PutFrontend { frontend })
     })
@@ -530,12 +518,8 @@ async fn put_frontend(
 async fn delete_frontend(
     State(node): Node,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
-        Ok(Command::DeleteFrontend { name })
-    })
-    .await
+    commit_write(node.as_ref(), || Ok(Command::DeleteFrontend { name })).await
 }
 
 fn backend_json(node: &dyn NodeHandle, backend: &Backend) -> serde_json::Value {
@@ -575,10 +559,9 @@ async fn get_backend(
 async fn put_backend(
     State(node): Node,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         let backend: Backend = decode_value(with_name(json_value(body)?, &name)?)?;
         Ok(Command::PutBackend { backend })
     })
@@ -589,22 +572,17 @@ async fn put_backend(
 async fn delete_backend(
     State(node): Node,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
-        Ok(Command::DeleteBackend { name })
-    })
-    .await
+    commit_write(node.as_ref(), || Ok(Command::DeleteBackend { name })).await
 }
 
 #[utoipa::path(put, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = Server, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
 async fn put_server(
     State(node): Node,
     Path((backend, name)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         let server: Server = decode_value(with_name(json_value(body)?, &name)?)?;
         Ok(Command::PutServer { backend, server })
     })
@@ -626,9 +604,8 @@ async fn delete_server(
     State(node): Node,
     Path((backend, server)): Path<(String, String)>,
     query: Result<Query<DeleteServerQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
         Ok(Command::DeleteServer {
             backend,
@@ -649,10 +626,9 @@ struct AdminBody {
 async fn set_admin(
     State(node): Node,
     Path((backend, server)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    commit_write(node.as_ref(), &headers, || {
+    commit_write(node.as_ref(), || {
         let AdminBody { admin } = decode_body(body)?;
         Ok(Command::SetAdmin {
             backend,
@@ -677,10 +653,8 @@ struct ApplyQuery {
 async fn apply(
     State(node): Node,
     query: Result<Query<ApplyQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let spec: ModelSpec = decode_body(body)?;
     let next = ClusterModel::from_spec(spec).map_err(|errors| {
@@ -717,10 +691,8 @@ struct MemberBody {
 #[utoipa::path(post, path = "/v1/members", tag = "cluster", security(("token" = [])), request_body = MemberBody, responses((status = 200, description = "added", body = serde_json::Value), WriteErrors))]
 async fn add_member(
     State(node): Node,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
     let m: MemberBody = decode_body(body)?;
     let member = Member {
         raft: m.raft.to_string(),
@@ -736,9 +708,7 @@ async fn add_member(
 async fn remove_member(
     State(node): Node,
     Path(id): Path<u64>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(node.as_ref(), &headers)?;
     node.change_membership(MembershipChange::Remove { id })
         .await?;
     Ok(Json(serde_json::json!({ "removed": id })))
@@ -754,10 +724,8 @@ struct DrillBody {
 #[utoipa::path(post, path = "/v1/drills/failover", tag = "drills", security(("token" = [])), request_body(content = DrillBody, description = "optional"), responses((status = 202, description = "started: {id, from, to, state}", body = serde_json::Value), WriteErrors))]
 async fn start_drill(
     State(node): Node,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    authorize(node.as_ref(), &headers)?;
     let body: DrillBody = match &body {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => DrillBody::default(),
         _ => decode_body(body)?,
@@ -828,9 +796,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    struct Fake {
+    pub(crate) struct Fake {
         ready: AtomicBool,
-        proposals: parking_lot::Mutex<Vec<Command>>,
+        pub(crate) proposals: parking_lot::Mutex<Vec<Command>>,
     }
 
     impl NodeHandle for Fake {
@@ -921,15 +889,67 @@ mod tests {
         out
     }
 
-    async fn start() -> (std::net::SocketAddr, Arc<Fake>) {
-        let fake = Arc::new(Fake {
+    pub(crate) fn fake() -> Arc<Fake> {
+        Arc::new(Fake {
             ready: AtomicBool::new(false),
             proposals: parking_lot::Mutex::new(Vec::new()),
-        });
+        })
+    }
+
+    pub(crate) async fn start() -> (std::net::SocketAddr, Arc<Fake>) {
+        start_with(Limits::default()).await
+    }
+
+    pub(crate) async fn start_with(limits: Limits) -> (std::net::SocketAddr, Arc<Fake>) {
+        let fake = fake();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, fake.clone(), std::future::pending()));
+        tokio::spawn(serve_with(
+            listener,
+            fake.clone(),
+            limits,
+            std::future::pending(),
+        ));
         (addr, fake)
+    }
+
+    /// Sends `bytes` and reads until the server closes, at the same time: the server
+    /// may answer and close before taking everything (then the write's broken pipe is
+    /// expected). Panics when the server has not closed `within`.
+    pub(crate) async fn exchange(
+        addr: std::net::SocketAddr,
+        bytes: &[u8],
+        within: std::time::Duration,
+    ) -> String {
+        let (mut rx, mut tx) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        let bytes = bytes.to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = tx.write_all(&bytes).await;
+            // Keep the write side open: a half-close would end the request early.
+            std::future::pending::<()>().await;
+            drop(tx);
+        });
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout(within, async {
+            while let Ok(n) = rx.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        writer.abort();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(
+            read.is_ok(),
+            "the server did not close the connection within {within:?}; it sent: {answer:?}"
+        );
+        answer
     }
 
     #[tokio::test]
@@ -1086,29 +1106,14 @@ mod tests {
             ok.starts_with("HTTP/1.1 200") && ok.contains(r#""revision":7"#),
             "{ok}"
         );
-        // The server answers 413 and closes while the body is still being sent: read
-        // concurrently with the write (whose broken pipe is expected) so the answer
-        // is taken before the close.
-        let raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut rx, mut tx) = raw.into_split();
-        let head = format!(
+        // The server answers 413 and closes while the body is still being sent.
+        let mut big = format!(
             "POST /v1/apply HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer sekrit\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             17 << 20
-        );
-        let writer = tokio::spawn(async move {
-            let _ = tx.write_all(head.as_bytes()).await;
-            let _ = tx.write_all(&vec![b'x'; 17 << 20]).await;
-        });
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = rx.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        writer.abort();
-        let too_big = String::from_utf8_lossy(&answer).into_owned();
+        )
+        .into_bytes();
+        big.extend_from_slice(&vec![b'x'; 17 << 20]);
+        let too_big = exchange(addr, &big, std::time::Duration::from_secs(30)).await;
         assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
         let no_quorum = request(
             addr,
@@ -1175,7 +1180,7 @@ mod tests {
         }
         for (path, method) in [("/v1/apply", "post"), ("/v1/drills/failover", "post")] {
             let responses = &doc["paths"][path][method]["responses"];
-            for code in ["400", "401", "404", "409", "413", "503"] {
+            for code in ["400", "401", "404", "408", "409", "413", "503"] {
                 assert!(responses[code].is_object(), "{path}: no {code} answer");
             }
         }
