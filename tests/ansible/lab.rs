@@ -78,7 +78,12 @@ fn ansible_deploys_changes_live_and_upgrades_without_losing_the_vip() {
     match out.status.code() {
         Some(0) => {}
         Some(CANNOT_RUN) => {
-            cannot_run(stderr.lines().last().unwrap_or("see above"));
+            // lab.sh's last line: "[lab hh:mm:ss] cannot run the lab: <why>".
+            let last = stderr.lines().last().unwrap_or("see above");
+            cannot_run(
+                last.split_once("cannot run the lab: ")
+                    .map_or(last, |(_, why)| why),
+            );
             return;
         }
         other => panic!("the Ansible lab failed (exit {other:?}): see its output above"),
