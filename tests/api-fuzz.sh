@@ -6,7 +6,8 @@
 #
 # Generated bodies may name any server address (and health checks would probe it), so
 # the node and schemathesis run in a network namespace of their own with only loopback:
-# nothing can leave it. Needs root and iproute2; outside CI it skips without them.
+# nothing can leave it. Needs root, iproute2 and schemathesis: fails without them unless
+# BALLAST_ALLOW_SKIP=1 (outside CI).
 #
 #   usage: tests/api-fuzz.sh [path/to/ballast]      (default target/debug/ballast)
 set -euo pipefail
@@ -14,13 +15,20 @@ set -euo pipefail
 bin=$(realpath "${1:-target/debug/ballast}")
 examples=${FUZZ_EXAMPLES:-20}
 
+# A lab that cannot run fails, unless skipped explicitly with BALLAST_ALLOW_SKIP=1
+# outside CI: the policy of tests/skip_policy.rs, with the same marker line.
+cannot_run() {
+  if [ "${CI:-}" != true ] && [ "${BALLAST_ALLOW_SKIP:-}" = 1 ]; then
+    echo "SKIPPED-LAB: api-fuzz: $1"; exit 0
+  fi
+  echo "api-fuzz cannot run: $1 (.ci/run installs what it needs, as root; outside CI, BALLAST_ALLOW_SKIP=1 skips it)" >&2
+  exit 1
+}
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null 2>&1; then
-  if [ "${CI:-}" = true ]; then echo "api-fuzz: needs root and iproute2 under CI" >&2; exit 1; fi
-  echo "api-fuzz: skipped (needs root and iproute2)"; exit 0
+  cannot_run "needs root and iproute2"
 fi
 if ! command -v st >/dev/null 2>&1; then
-  if [ "${CI:-}" = true ]; then echo "api-fuzz: schemathesis (st) is not installed" >&2; exit 1; fi
-  echo "api-fuzz: skipped (pip install schemathesis)"; exit 0
+  cannot_run "schemathesis (st) is not installed (pip install schemathesis)"
 fi
 
 ns="ballast-fuzz-$$"

@@ -3,8 +3,11 @@
 # loopback, with the same backends (tests/bench/load, a separate process from the
 # clients).
 #
-#   tests/bench/run.sh                 full run: release build, 3 repetitions, writes
-#                                      tests/bench/results.md and results.jsonl
+#   tests/bench/run.sh                 full run: release build, 3 repetitions, rewrites
+#                                      tests/bench/results.md and results.jsonl (the repo
+#                                      keeps the latest run only; earlier ones are in git
+#                                      history, pooled with `ballast-load report --input
+#                                      a.jsonl --input b.jsonl`)
 #   tests/bench/run.sh --smoke         CI check (< 2 min after `cargo test` built the
 #                                      debug binaries): 1 short repetition, fails unless
 #                                      it runs and Ballast's stickiness holds
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS="$2"; shift ;;
     --proxies) PROXIES="$2"; shift ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift

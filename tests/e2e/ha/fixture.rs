@@ -590,7 +590,8 @@ pub fn json(r: &Resp) -> Value {
     serde_json::from_str(&r.body).unwrap_or(Value::Null)
 }
 
-/// Whether nftables (`nft`) is there; under `CI=true` its absence is a failure.
+/// Whether nftables (`nft`) is there; its absence fails the partition lab unless
+/// skipped explicitly (`lab::skip_policy`).
 pub fn nft_available() -> bool {
     let ok = Command::new("nft")
         .arg("--version")
@@ -598,10 +599,10 @@ pub fn nft_available() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the partition lab needs nftables (nft), which .ci/run installs");
-        }
-        eprintln!("skipping the partition lab: nftables (nft) is missing");
+        crate::vip::lab::skip_policy::cannot_run(
+            "the partition lab",
+            "nftables (nft) is missing (.ci/run installs it)",
+        );
     }
     ok
 }
