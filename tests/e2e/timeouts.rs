@@ -1,7 +1,7 @@
 //! Idle timeouts: a connection on which nothing moved for `timeout_client` (client side)
 //! and `timeout_server` (server side) is closed; one that keeps moving bytes never is.
 //!
-//! The binary's semantics (node/src/proxy/pump.rs): the connection is idle only once
+//! The binary's semantics (node/dataplane/src/proxy/pump.rs): the connection is idle only once
 //! *both* sides have been silent past their own timeout, so that a one-way stream is not
 //! cut. Hence both timeouts are set here; `timeout_client` alone (with the 15h default
 //! `timeout_server`) does not close anything.
