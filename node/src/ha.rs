@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_raft_store::drill::{DrillEvent, DrillKind, DrillStep, NodeSnapshot};
+use ballast_raft_store::ha::Condition;
 use ballast_raft_store::model::Role;
 use ballast_raft_store::network::NodeReport;
 use ballast_raft_store::replica::Replica;
@@ -224,10 +225,10 @@ impl Ha {
         NodeReport {
             node_id: self.me,
             role: self.role,
-            vrrp_state: status.as_ref().map(|s| s.state.as_str().to_string()),
+            vrrp_state: status.as_ref().map(|s| crate::vip::wire_state(s.state)),
             configured_priority: status.as_ref().map(|s| s.configured_priority),
             effective_priority: status.as_ref().map(|s| s.effective_priority),
-            failing: failing.iter().map(ToString::to_string).collect(),
+            failing,
             yielded: self.vrrp().is_some_and(|(_, c)| c.yielded()),
             lag_entries: self.lag(),
             caught_up: self.caught_up(),
@@ -312,7 +313,7 @@ impl Ha {
             .iter()
             .filter(|(_, r)| {
                 r.as_ref()
-                    .is_ok_and(|r| r.vrrp_state.as_deref() == Some("master"))
+                    .is_ok_and(|r| r.vrrp_state == Some(ballast_raft_store::ha::VrrpState::Master))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -337,8 +338,8 @@ impl Ha {
             let failing: Vec<&str> = report
                 .failing
                 .iter()
-                .map(String::as_str)
-                .filter(|c| !c.starts_with("yielded"))
+                .filter(|c| **c != Condition::Yielded)
+                .map(|c| c.as_str())
                 .collect();
             if !failing.is_empty() {
                 return Err(DrillRefused::Unhealthy {

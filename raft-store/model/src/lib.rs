@@ -4,6 +4,7 @@
 //!   and the config loader);
 //! - [`state`]: the replicated state and the commands that change it, a pure function;
 //! - [`drill`]: failover records (planned drills, unplanned takeovers) and their reports;
+//! - [`ha`]: a node's VRRP state and failing conditions, as it reports them;
 //! - [`time`]: the one wall clock (Unix milliseconds) every other crate reads;
 //! - [`intern`]: server names stored once per table, as `u16` indexes.
 //!
@@ -12,6 +13,7 @@
 //! plane can read the model without being able to wait on consensus (DESIGN principle 2).
 
 pub mod drill;
+pub mod ha;
 pub mod intern;
 pub mod model;
 pub mod state;
