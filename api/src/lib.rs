@@ -37,6 +37,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+pub mod types;
+use types::{
+    Alive, Applied, BackendList, BackendStats, BackendWithStats, DrillList, DrillReport,
+    DrillStarted, FrontendList, Imported, MemberAdded, MemberRemoved, Ready, Revision, StickPage,
+};
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the API needs from the node it runs in.
@@ -46,9 +52,9 @@ pub trait NodeHandle: Send + Sync + 'static {
     /// `Err(reason)` while the node should not receive traffic.
     fn readiness(&self) -> Result<(), String>;
     /// GET /v1/status.
-    fn status(&self) -> serde_json::Value;
+    fn status(&self) -> types::Status;
     /// One page of a backend's stick table.
-    fn stick_page(&self, backend: &str, query: &StickQuery) -> Result<serde_json::Value, ApiError>;
+    fn stick_page(&self, backend: &str, query: &StickQuery) -> Result<StickPage, ApiError>;
     /// The bearer token writes must present; `None` when the node has none configured
     /// (then every write is refused).
     fn write_token(&self) -> Option<Arc<[u8]>>;
@@ -59,19 +65,19 @@ pub trait NodeHandle: Send + Sync + 'static {
     /// The replicated model and its revision, as this node has applied it.
     fn model(&self) -> (ClusterModel, u64);
     /// Live per-server figures of one backend on this node (`None` on a witness).
-    fn backend_stats(&self, backend: &str) -> Option<serde_json::Value>;
+    fn backend_stats(&self, backend: &str) -> Option<BackendStats>;
     /// Adds or removes a member through the leader.
     fn change_membership(
         &self,
         change: MembershipChange,
     ) -> BoxFuture<'_, Result<(), ProposeError>>;
     /// Checks the target (any fit lb node when `None`) and opens a planned failover
-    /// drill: `{"id","from","to","state"}`, or 409 with the reason it was refused.
-    fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<serde_json::Value, ApiError>>;
-    /// Failover records, newest first: `{"drills": [...]}`.
-    fn drills(&self) -> serde_json::Value;
+    /// drill, or 409 with the reason it was refused.
+    fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<DrillStarted, ApiError>>;
+    /// Failover records, newest first.
+    fn drills(&self) -> DrillList;
     /// One failover record's report.
-    fn drill(&self, id: u64) -> Option<serde_json::Value>;
+    fn drill(&self, id: u64) -> Option<DrillReport>;
 }
 
 /// DESIGN's error shape: `{"error":{"code":"not_found","message":"..."}}`.
@@ -315,15 +321,17 @@ async fn commit(node: &dyn NodeHandle, command: Command) -> Result<u64, ApiError
     }
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "the process runs", body = serde_json::Value)))]
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "the process runs", body = Alive)))]
+async fn healthz() -> Json<Alive> {
+    Json(Alive {
+        status: "ok".into(),
+    })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "probes", responses((status = 200, description = "ready", body = serde_json::Value), (status = 503, description = "not ready, with the reason", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses((status = 200, description = "ready", body = Ready), (status = 503, description = "not ready, with the reason", body = ErrorBody)))]
 async fn readyz(State(node): Node) -> Response {
     match node.readiness() {
-        Ok(()) => Json(serde_json::json!({ "ready": true })).into_response(),
+        Ok(()) => Json(Ready { ready: true }).into_response(),
         Err(reason) => ApiError::new(503, "not_ready", reason).into_response(),
     }
 }
@@ -340,17 +348,17 @@ async fn metrics(State(node): Node) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/v1/status", tag = "cluster", responses((status = 200, description = "node, Raft, health and VRRP state", body = serde_json::Value)))]
-async fn status(State(node): Node) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/status", tag = "cluster", responses((status = 200, description = "node, Raft, health and VRRP state", body = types::Status)))]
+async fn status(State(node): Node) -> Json<types::Status> {
     Json(node.status())
 }
 
-#[utoipa::path(get, path = "/v1/backends/{backend}/stick", tag = "stick", params(("backend" = String, Path, description = "backend name"), StickQuery), responses((status = 200, description = "a page of replicated entries", body = serde_json::Value), (status = 400, description = "bad query", body = ErrorBody), (status = 404, description = "no such backend", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/backends/{backend}/stick", tag = "stick", params(("backend" = String, Path, description = "backend name"), StickQuery), responses((status = 200, description = "a page of replicated entries", body = StickPage), (status = 400, description = "bad query", body = ErrorBody), (status = 404, description = "no such backend", body = ErrorBody)))]
 async fn stick_page(
     State(node): Node,
     Path(backend): Path<String>,
     query: Result<Query<StickQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StickPage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if query.limit.is_some_and(|l| l == 0 || l > MAX_STICK_PAGE) {
         return Err(ApiError::bad_request(format!(
@@ -360,12 +368,12 @@ async fn stick_page(
     node.stick_page(&backend, &query).map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), request_body = StickImport, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(post, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), request_body = StickImport, responses((status = 200, description = "committed: how many, and the new revision", body = Imported), WriteErrors))]
 async fn stick_import(
     State(node): Node,
     Path(backend): Path<String>,
     body: Result<Json<StickImport>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Imported>, ApiError> {
     let Json(import) = body?;
     let now = ballast_raft_store::replica::now_ms();
     let total = import.entries.len();
@@ -382,7 +390,7 @@ async fn stick_import(
         revision = commit(
             node.as_ref(),
             Command::Stick {
-                origin: node.node_id(),
+                origin: ballast_raft_store::IMPORTED,
                 batches: vec![StickBatch {
                     backend: backend.clone(),
                     updates,
@@ -391,27 +399,28 @@ async fn stick_import(
         )
         .await?;
     }
-    Ok(Json(
-        serde_json::json!({ "imported": total, "revision": revision }),
-    ))
+    Ok(Json(Imported {
+        imported: total,
+        revision,
+    }))
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(delete, path = "/v1/backends/{backend}/stick", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn stick_forget_all(
     State(node): Node,
     Path(backend): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         Ok(Command::ForgetStick { backend, key: None })
     })
     .await
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{backend}/stick/{key}", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("key" = String, Path, description = "client IP")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(delete, path = "/v1/backends/{backend}/stick/{key}", tag = "stick", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("key" = String, Path, description = "client IP")), responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn stick_forget_one(
     State(node): Node,
     Path((backend, key)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         let key: IpAddr = key
             .parse()
@@ -467,8 +476,8 @@ fn with_name(mut value: serde_json::Value, name: &str) -> Result<serde_json::Val
     Ok(value)
 }
 
-fn revision_json(revision: u64) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "revision": revision }))
+fn revision_json(revision: u64) -> Json<Revision> {
+    Json(Revision { revision })
 }
 
 /// A write that answers the new revision: the command built from the request, committed.
@@ -476,37 +485,40 @@ fn revision_json(revision: u64) -> Json<serde_json::Value> {
 async fn commit_write(
     node: &dyn NodeHandle,
     command: impl FnOnce() -> Result<Command, ApiError>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     let revision = commit(node, command()?).await?;
     Ok(revision_json(revision))
 }
 
-#[utoipa::path(get, path = "/v1/frontends", tag = "model", responses((status = 200, description = "every frontend and the revision", body = serde_json::Value)))]
-async fn list_frontends(State(node): Node) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/frontends", tag = "model", responses((status = 200, description = "every frontend and the revision", body = FrontendList)))]
+async fn list_frontends(State(node): Node) -> Json<FrontendList> {
     let (model, revision) = node.model();
-    let frontends: Vec<&Frontend> = model.frontends.values().collect();
-    Json(serde_json::json!({ "revision": revision, "frontends": frontends }))
+    let frontends = model.frontends.into_values().collect();
+    Json(FrontendList {
+        revision,
+        frontends,
+    })
 }
 
 #[utoipa::path(get, path = "/v1/frontends/{name}", tag = "model", params(("name" = String, Path, description = "frontend name")), responses((status = 200, description = "the frontend", body = Frontend), (status = 404, description = "no such frontend", body = ErrorBody)))]
 async fn get_frontend(
     State(node): Node,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (model, _) = node.model();
+) -> Result<Json<Frontend>, ApiError> {
+    let (mut model, _) = node.model();
     let frontend = model
         .frontends
-        .get(&name)
+        .remove(&name)
         .ok_or_else(|| ApiError::not_found(format!("frontend {name:?} does not exist")))?;
-    Ok(Json(serde_json::to_value(frontend).unwrap_or_default()))
+    Ok(Json(frontend))
 }
 
-#[utoipa::path(put, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), request_body = Frontend, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(put, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), request_body = Frontend, responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn put_frontend(
     State(node): Node,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         let frontend: Frontend = decode_value(with_name(json_value(body)?, &name)?)?;
         Ok(Command::PutFrontend { frontend })
@@ -514,53 +526,49 @@ async fn put_frontend(
     .await
 }
 
-#[utoipa::path(delete, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(delete, path = "/v1/frontends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "frontend name")), responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn delete_frontend(
     State(node): Node,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || Ok(Command::DeleteFrontend { name })).await
 }
 
-fn backend_json(node: &dyn NodeHandle, backend: &Backend) -> serde_json::Value {
-    let mut value = serde_json::to_value(backend).unwrap_or_default();
-    if let (Some(stats), Some(object)) = (node.backend_stats(&backend.name), value.as_object_mut())
-    {
-        object.insert("stats".into(), stats);
-    }
-    value
+fn with_stats(node: &dyn NodeHandle, backend: Backend) -> BackendWithStats {
+    let stats = node.backend_stats(&backend.name);
+    BackendWithStats { backend, stats }
 }
 
-#[utoipa::path(get, path = "/v1/backends", tag = "model", responses((status = 200, description = "every backend with live per-server stats", body = serde_json::Value)))]
-async fn list_backends(State(node): Node) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/backends", tag = "model", responses((status = 200, description = "every backend with live per-server stats", body = BackendList)))]
+async fn list_backends(State(node): Node) -> Json<BackendList> {
     let (model, revision) = node.model();
-    let backends: Vec<serde_json::Value> = model
+    let backends = model
         .backends
-        .values()
-        .map(|b| backend_json(node.as_ref(), b))
+        .into_values()
+        .map(|b| with_stats(node.as_ref(), b))
         .collect();
-    Json(serde_json::json!({ "revision": revision, "backends": backends }))
+    Json(BackendList { revision, backends })
 }
 
-#[utoipa::path(get, path = "/v1/backends/{name}", tag = "model", params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "the backend with live per-server stats", body = serde_json::Value), (status = 404, description = "no such backend", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/backends/{name}", tag = "model", params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "the backend with live per-server stats", body = BackendWithStats), (status = 404, description = "no such backend", body = ErrorBody)))]
 async fn get_backend(
     State(node): Node,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (model, _) = node.model();
+) -> Result<Json<BackendWithStats>, ApiError> {
+    let (mut model, _) = node.model();
     let backend = model
         .backends
-        .get(&name)
+        .remove(&name)
         .ok_or_else(|| ApiError::not_found(format!("backend {name:?} does not exist")))?;
-    Ok(Json(backend_json(node.as_ref(), backend)))
+    Ok(Json(with_stats(node.as_ref(), backend)))
 }
 
-#[utoipa::path(put, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), request_body = Backend, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(put, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), request_body = Backend, responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn put_backend(
     State(node): Node,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         let backend: Backend = decode_value(with_name(json_value(body)?, &name)?)?;
         Ok(Command::PutBackend { backend })
@@ -568,20 +576,20 @@ async fn put_backend(
     .await
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(delete, path = "/v1/backends/{name}", tag = "model", security(("token" = [])), params(("name" = String, Path, description = "backend name")), responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn delete_backend(
     State(node): Node,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || Ok(Command::DeleteBackend { name })).await
 }
 
-#[utoipa::path(put, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = Server, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(put, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = Server, responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn put_server(
     State(node): Node,
     Path((backend, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         let server: Server = decode_value(with_name(json_value(body)?, &name)?)?;
         Ok(Command::PutServer { backend, server })
@@ -599,12 +607,12 @@ struct DeleteServerQuery {
     shutdown: bool,
 }
 
-#[utoipa::path(delete, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name"), DeleteServerQuery), responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(delete, path = "/v1/backends/{backend}/servers/{server}", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name"), DeleteServerQuery), responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn delete_server(
     State(node): Node,
     Path((backend, server)): Path<(String, String)>,
     query: Result<Query<DeleteServerQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
         Ok(Command::DeleteServer {
@@ -622,12 +630,12 @@ struct AdminBody {
     admin: AdminState,
 }
 
-#[utoipa::path(post, path = "/v1/backends/{backend}/servers/{server}/state", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = AdminBody, responses((status = 200, description = "committed; the new revision", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(post, path = "/v1/backends/{backend}/servers/{server}/state", tag = "model", security(("token" = [])), params(("backend" = String, Path, description = "backend name"), ("server" = String, Path, description = "server name")), request_body = AdminBody, responses((status = 200, description = "committed; the new revision", body = Revision), WriteErrors))]
 async fn set_admin(
     State(node): Node,
     Path((backend, server)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     commit_write(node.as_ref(), || {
         let AdminBody { admin } = decode_body(body)?;
         Ok(Command::SetAdmin {
@@ -649,12 +657,12 @@ struct ApplyQuery {
 
 /// The whole model (the config file's `frontend` and `backend` lists, as JSON), applied
 /// as one change; answers the diff.
-#[utoipa::path(post, path = "/v1/apply", tag = "model", security(("token" = [])), params(ApplyQuery), request_body = ModelSpec, responses((status = 200, description = "the diff, and the new revision unless dry_run", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(post, path = "/v1/apply", tag = "model", security(("token" = [])), params(ApplyQuery), request_body = ModelSpec, responses((status = 200, description = "the diff, and the new revision unless dry_run", body = Applied), WriteErrors))]
 async fn apply(
     State(node): Node,
     query: Result<Query<ApplyQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Applied>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let spec: ModelSpec = decode_body(body)?;
     let next = ClusterModel::from_spec(spec).map_err(|errors| {
@@ -664,16 +672,18 @@ async fn apply(
     let (current, revision) = node.model();
     let diff = current.diff(&next);
     if query.dry_run || diff.is_empty() {
-        return Ok(Json(serde_json::json!({
-            "dry_run": query.dry_run,
-            "revision": revision,
-            "diff": diff,
-        })));
+        return Ok(Json(Applied {
+            dry_run: query.dry_run,
+            revision,
+            diff,
+        }));
     }
     let revision = commit(node.as_ref(), Command::ReplaceModel { model: next }).await?;
-    Ok(Json(
-        serde_json::json!({ "dry_run": false, "revision": revision, "diff": diff }),
-    ))
+    Ok(Json(Applied {
+        dry_run: false,
+        revision,
+        diff,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -688,11 +698,11 @@ struct MemberBody {
     role: Role,
 }
 
-#[utoipa::path(post, path = "/v1/members", tag = "cluster", security(("token" = [])), request_body = MemberBody, responses((status = 200, description = "added", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(post, path = "/v1/members", tag = "cluster", security(("token" = [])), request_body = MemberBody, responses((status = 200, description = "added", body = MemberAdded), WriteErrors))]
 async fn add_member(
     State(node): Node,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MemberAdded>, ApiError> {
     let m: MemberBody = decode_body(body)?;
     let member = Member {
         raft: m.raft.to_string(),
@@ -701,17 +711,17 @@ async fn add_member(
     };
     node.change_membership(MembershipChange::Add { id: m.id, member })
         .await?;
-    Ok(Json(serde_json::json!({ "added": m.id })))
+    Ok(Json(MemberAdded { added: m.id }))
 }
 
-#[utoipa::path(delete, path = "/v1/members/{id}", tag = "cluster", security(("token" = [])), params(("id" = u64, Path, description = "node id")), responses((status = 200, description = "removed", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(delete, path = "/v1/members/{id}", tag = "cluster", security(("token" = [])), params(("id" = u64, Path, description = "node id")), responses((status = 200, description = "removed", body = MemberRemoved), WriteErrors))]
 async fn remove_member(
     State(node): Node,
     Path(id): Path<u64>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MemberRemoved>, ApiError> {
     node.change_membership(MembershipChange::Remove { id })
         .await?;
-    Ok(Json(serde_json::json!({ "removed": id })))
+    Ok(Json(MemberRemoved { removed: id }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -721,11 +731,11 @@ struct DrillBody {
     to: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/drills/failover", tag = "drills", security(("token" = [])), request_body(content = DrillBody, description = "optional"), responses((status = 202, description = "started: {id, from, to, state}", body = serde_json::Value), WriteErrors))]
+#[utoipa::path(post, path = "/v1/drills/failover", tag = "drills", security(("token" = [])), request_body(content = DrillBody, description = "optional"), responses((status = 202, description = "started", body = DrillStarted), WriteErrors))]
 async fn start_drill(
     State(node): Node,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<DrillStarted>), ApiError> {
     let body: DrillBody = match &body {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => DrillBody::default(),
         _ => decode_body(body)?,
@@ -734,16 +744,13 @@ async fn start_drill(
     Ok((StatusCode::ACCEPTED, Json(started)))
 }
 
-#[utoipa::path(get, path = "/v1/drills", tag = "drills", responses((status = 200, description = "failover records, newest first", body = serde_json::Value)))]
-async fn list_drills(State(node): Node) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/drills", tag = "drills", responses((status = 200, description = "failover records, newest first", body = DrillList)))]
+async fn list_drills(State(node): Node) -> Json<DrillList> {
     Json(node.drills())
 }
 
-#[utoipa::path(get, path = "/v1/drills/{id}", tag = "drills", params(("id" = u64, Path, description = "drill id")), responses((status = 200, description = "the report: timeline, figures, both nodes' tables", body = serde_json::Value), (status = 404, description = "no such drill", body = ErrorBody)))]
-async fn get_drill(
-    State(node): Node,
-    Path(id): Path<u64>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/drills/{id}", tag = "drills", params(("id" = u64, Path, description = "drill id")), responses((status = 200, description = "the report: timeline, figures, both nodes' tables", body = DrillReport), (status = 404, description = "no such drill", body = ErrorBody)))]
+async fn get_drill(State(node): Node, Path(id): Path<u64>) -> Result<Json<DrillReport>, ApiError> {
     node.drill(id)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("drill {id} does not exist")))
@@ -781,7 +788,7 @@ impl utoipa::Modify for TokenScheme {
 )]
 pub struct ApiDoc;
 
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "probes", responses((status = 200, description = "this document", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "probes", responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object)))]
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -812,12 +819,40 @@ mod tests {
                 Err("listeners not bound yet".into())
             }
         }
-        fn status(&self) -> serde_json::Value {
-            serde_json::json!({ "node_id": 1 })
+        fn status(&self) -> types::Status {
+            types::Status {
+                node_id: 1,
+                role: Role::Lb,
+                revision: 7,
+                caught_up: true,
+                lag_entries: Some(0),
+                raft: types::RaftStatus {
+                    node_id: 1,
+                    state: "Leader".into(),
+                    leader: Some(1),
+                    term: 1,
+                    last_log_index: Some(7),
+                    last_applied: Some(7),
+                    snapshot_index: None,
+                    members: Default::default(),
+                    voters: Default::default(),
+                    revision: 7,
+                },
+                journal_pending: Some(0),
+                health: Default::default(),
+                vrrp: None,
+                tracked_conditions_failing: Some(vec![types::Condition::Yielded]),
+                yielded: true,
+            }
         }
-        fn stick_page(&self, backend: &str, _: &StickQuery) -> Result<serde_json::Value, ApiError> {
+        fn stick_page(&self, backend: &str, _: &StickQuery) -> Result<StickPage, ApiError> {
             if backend == "b" {
-                Ok(serde_json::json!({ "entries": [] }))
+                Ok(StickPage {
+                    backend: backend.into(),
+                    total: 0,
+                    revision: 7,
+                    entries: Vec::new(),
+                })
             } else {
                 Err(ApiError::not_found(format!(
                     "backend {backend:?} does not exist"
@@ -833,7 +868,7 @@ mod tests {
         fn model(&self) -> (ClusterModel, u64) {
             (ClusterModel::default(), 7)
         }
-        fn backend_stats(&self, _: &str) -> Option<serde_json::Value> {
+        fn backend_stats(&self, _: &str) -> Option<BackendStats> {
             None
         }
         fn change_membership(
@@ -842,24 +877,46 @@ mod tests {
         ) -> BoxFuture<'_, Result<(), ProposeError>> {
             Box::pin(async { Err(ProposeError::Unavailable("no quorum".into())) })
         }
-        fn start_drill(
-            &self,
-            to: Option<u64>,
-        ) -> BoxFuture<'_, Result<serde_json::Value, ApiError>> {
+        fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<DrillStarted, ApiError>> {
             Box::pin(async move {
                 match to {
                     Some(3) => Err(ApiError::conflict("node 3 is a witness")),
-                    to => Ok(
-                        serde_json::json!({ "id": 9, "from": 1, "to": to.unwrap_or(2), "state": "running" }),
-                    ),
+                    to => Ok(DrillStarted {
+                        id: 9,
+                        from: 1,
+                        to: to.unwrap_or(2),
+                        state: types::DrillState::Running,
+                    }),
                 }
             })
         }
-        fn drills(&self) -> serde_json::Value {
-            serde_json::json!({ "drills": [{ "id": 9 }] })
+        fn drills(&self) -> DrillList {
+            DrillList {
+                drills: self.drill(9).into_iter().map(Into::into).collect(),
+            }
         }
-        fn drill(&self, id: u64) -> Option<serde_json::Value> {
-            (id == 9).then(|| serde_json::json!({ "id": 9, "state": "done" }))
+        fn drill(&self, id: u64) -> Option<DrillReport> {
+            (id == 9).then(|| DrillReport {
+                id: 9,
+                kind: types::DrillKind::Planned,
+                from: Some(1),
+                to: 2,
+                state: types::DrillState::Done,
+                started_ms: 1_000,
+                timeline: Vec::new(),
+                figures: types::Figures {
+                    vip_released_ms: Some(40),
+                    became_master_ms: Some(60),
+                    garp_ms: Some(61),
+                    first_connection_ms: None,
+                    leader_moved_ms: Some(90),
+                    stick_entries_lost: Some(0),
+                    stick_entries_not_mirrored: Some(0),
+                    revision_gap: Some(0),
+                },
+                missing: vec!["first_connection".into()],
+                nodes: Default::default(),
+            })
         }
         fn propose(
             &self,
@@ -1159,7 +1216,7 @@ mod tests {
             .starts_with("HTTP/1.1 404"));
         assert!(request(addr, "GET /v1/drills HTTP/1.1", "")
             .await
-            .contains(r#""drills":[{"id":9}]"#));
+            .contains(r#""drills":[{"id":9,"#));
     }
 
     #[test]
@@ -1192,6 +1249,105 @@ mod tests {
             .iter()
             .all(|r| r == "name" || r == "addr"));
         assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    }
+
+    #[test]
+    fn every_json_answer_names_its_body_type() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut answers = 0;
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for (method, op) in methods.as_object().unwrap() {
+                for (code, answer) in op["responses"].as_object().unwrap() {
+                    let Some(schema) = answer["content"]["application/json"]["schema"].as_object()
+                    else {
+                        continue;
+                    };
+                    answers += 1;
+                    if path == "/v1/openapi.json" {
+                        continue;
+                    }
+                    let named = schema.contains_key("$ref");
+                    assert!(named, "{method} {path} {code}: {schema:?}");
+                    let name = schema["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+                    assert!(
+                        doc["components"]["schemas"][name].is_object(),
+                        "{method} {path} {code}: no schema {name}"
+                    );
+                }
+            }
+        }
+        assert!(answers > 40, "{answers}");
+        let status = &doc["components"]["schemas"]["Status"];
+        assert!(status["properties"]["vrrp"].is_object(), "{status}");
+        let state = &doc["components"]["schemas"]["VrrpState"];
+        assert_eq!(
+            state["enum"],
+            serde_json::json!(["initialize", "backup", "master"])
+        );
+        let condition = &doc["components"]["schemas"]["Condition"];
+        assert!(
+            condition["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("yielded in a failover drill")),
+            "{condition}"
+        );
+    }
+
+    #[test]
+    fn typed_answers_read_back_as_they_were_sent() {
+        let fake = Fake {
+            ready: AtomicBool::new(true),
+            proposals: parking_lot::Mutex::new(Vec::new()),
+        };
+        let status = fake.status();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json["tracked_conditions_failing"],
+            serde_json::json!(["yielded in a failover drill"])
+        );
+        assert_eq!(json["role"], "lb");
+        assert!(json["vrrp"].is_null() && json["raft"]["state"] == "Leader");
+        assert_eq!(
+            serde_json::from_value::<types::Status>(json).unwrap(),
+            status
+        );
+        let report = fake.drill(9).unwrap();
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            (json["kind"].as_str(), json["state"].as_str()),
+            (Some("planned"), Some("done"))
+        );
+        assert_eq!(serde_json::from_value::<DrillReport>(json).unwrap(), report);
+        let backend: Backend = serde_json::from_str(
+            r#"{"name":"b","servers":[{"name":"s1","addr":"127.0.0.1:7001"}]}"#,
+        )
+        .unwrap();
+        let with = BackendWithStats {
+            backend: backend.clone(),
+            stats: Some(BackendStats {
+                node_id: 1,
+                servers: vec![types::ServerStats {
+                    name: "s1".into(),
+                    up: true,
+                    admin: AdminState::Ready,
+                    connections: 2,
+                }],
+            }),
+        };
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["name"], "b");
+        assert_eq!(json["stats"]["servers"][0]["connections"], 2);
+        assert_eq!(
+            serde_json::from_value::<BackendWithStats>(json).unwrap(),
+            with
+        );
+        let bare = serde_json::to_value(BackendWithStats {
+            backend,
+            stats: None,
+        })
+        .unwrap();
+        assert!(bare.get("stats").is_none(), "{bare}");
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::Value;
+use ballast_api::types::{Status, VrrpState};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -500,7 +500,7 @@ async fn start_local(
 
 /// What the nodes' APIs say: each node's `/v1/status`, when it answered.
 struct ClusterView {
-    statuses: Vec<(u64, Option<Value>)>,
+    statuses: Vec<(u64, Option<Status>)>,
 }
 
 impl ClusterView {
@@ -526,18 +526,18 @@ impl ClusterView {
         ClusterView { statuses }
     }
 
-    fn vrrp_state(&self, id: u64) -> Option<&str> {
+    fn vrrp_state(&self, id: u64) -> Option<VrrpState> {
         self.statuses
             .iter()
             .find(|(i, _)| *i == id)
             .and_then(|(_, s)| s.as_ref())
-            .and_then(|s| s["vrrp"]["state"].as_str())
+            .and_then(Status::vrrp_state)
     }
 
     fn masters(&self) -> Vec<u64> {
         self.statuses
             .iter()
-            .filter(|(id, _)| self.vrrp_state(*id) == Some("master"))
+            .filter(|(id, _)| self.vrrp_state(*id) == Some(VrrpState::Master))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -548,7 +548,7 @@ impl ClusterView {
             .statuses
             .iter()
             .filter_map(|(_, s)| s.as_ref())
-            .map(|s| s["raft"]["leader"].as_u64());
+            .map(Status::leader);
         let first = seen.next()??;
         seen.all(|l| l == Some(first)).then_some(first)
     }
@@ -570,8 +570,8 @@ impl ClusterView {
                 .find(|(i, _)| *i == id)
                 .and_then(|(_, s)| s.as_ref())
                 .is_some_and(|s| {
-                    s["tracked_conditions_failing"]
-                        .as_array()
+                    s.tracked_conditions_failing
+                        .as_ref()
                         .is_none_or(Vec::is_empty)
                 })
         };
@@ -579,7 +579,7 @@ impl ClusterView {
             && masters.first().copied() == preferred
             && plan.lbs().all(|n| {
                 healthy(n.id)
-                    && (masters.contains(&n.id) || self.vrrp_state(n.id) == Some("backup"))
+                    && (masters.contains(&n.id) || self.vrrp_state(n.id) == Some(VrrpState::Backup))
             })
             && self.statuses.iter().all(|(_, s)| s.is_some())
             && self.leader().is_some()
@@ -601,9 +601,10 @@ impl ClusterView {
                 None => format!("node {id}: no answer"),
                 Some(s) => format!(
                     "node {id}: vrrp {}, raft {} (leader {})",
-                    s["vrrp"]["state"].as_str().unwrap_or("-"),
-                    s["raft"]["state"].as_str().unwrap_or("?"),
-                    s["raft"]["leader"]
+                    s.vrrp_state().map_or("-", VrrpState::as_str),
+                    s.raft.state,
+                    s.leader()
+                        .map_or_else(|| "null".to_string(), |l| l.to_string())
                 ),
             })
             .collect::<Vec<_>>()
@@ -612,7 +613,7 @@ impl ClusterView {
 }
 
 /// `GET /v1/status` of one node; `None` when it does not answer in time.
-fn get_status(api: SocketAddr) -> Option<Value> {
+fn get_status(api: SocketAddr) -> Option<Status> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(2))
         .build();
@@ -677,7 +678,7 @@ fn print_nodes(plan: &Plan, view: &ClusterView, with_addr: bool) {
         } else {
             format!(
                 "{} (priority {})",
-                view.vrrp_state(n.id).unwrap_or("?"),
+                view.vrrp_state(n.id).map_or("?", VrrpState::as_str),
                 n.priority()
             )
         };

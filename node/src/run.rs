@@ -17,6 +17,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use ballast_api::types::{
+    BackendStats, DrillList, DrillReport, DrillStarted, DrillState, ServerHealth, ServerStats,
+    Status, StickEntry, StickPage,
+};
 use ballast_api::{ApiError, BoxFuture, NodeHandle, StickQuery, MAX_STICK_PAGE};
 use ballast_raft_store::model::Role;
 use ballast_raft_store::network::ProposeError;
@@ -119,7 +123,7 @@ impl NodeHandle for NodeApi {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> Status {
         let raft = self.replica.status();
         let ha = self.ha.report();
         let journal = self.journal.as_ref().map(|j| j.len());
@@ -127,45 +131,49 @@ impl NodeHandle for NodeApi {
         // every node agrees on.
         let health = self.replica.read(|a| {
             let state = &a.state;
-            let mut out = serde_json::Map::new();
-            for (name, backend) in &state.model.backends {
-                let mut servers = serde_json::Map::new();
-                for server in &backend.servers {
-                    let reports = state
-                        .health
-                        .get(name)
-                        .and_then(|b| b.get(&server.name))
-                        .map(|r| serde_json::to_value(r).unwrap_or_default())
-                        .unwrap_or_else(|| serde_json::json!({}));
-                    servers.insert(
-                        server.name.clone(),
-                        serde_json::json!({
-                            "effective_up": state.effective_up(name, &server.name),
-                            "admin": server.admin.as_str(),
-                            "reports": reports,
-                        }),
-                    );
+            let server_health = |backend: &str, server: &ballast_raft_store::model::Server| {
+                let reports = state
+                    .health
+                    .get(backend)
+                    .and_then(|b| b.get(&server.name))
+                    .cloned()
+                    .unwrap_or_default();
+                ServerHealth {
+                    effective_up: state.effective_up(backend, &server.name),
+                    admin: server.admin,
+                    reports,
                 }
-                out.insert(name.clone(), serde_json::Value::Object(servers));
-            }
-            serde_json::Value::Object(out)
+            };
+            state
+                .model
+                .backends
+                .iter()
+                .map(|(name, backend)| {
+                    let servers = backend
+                        .servers
+                        .iter()
+                        .map(|s| (s.name.clone(), server_health(name, s)))
+                        .collect();
+                    (name.clone(), servers)
+                })
+                .collect()
         });
-        serde_json::json!({
-            "node_id": self.config.node.id,
-            "role": self.config.node.role.as_str(),
-            "revision": raft.revision,
-            "caught_up": self.ha.caught_up(),
-            "lag_entries": self.ha.lag(),
-            "raft": raft,
-            "journal_pending": journal,
-            "health": health,
-            "vrrp": self.vrrp.as_ref().map(crate::vip::status_json),
-            "tracked_conditions_failing": self.plane.as_ref().map(|_| ha.failing),
-            "yielded": ha.yielded,
-        })
+        Status {
+            node_id: self.config.node.id,
+            role: self.config.node.role,
+            revision: raft.revision,
+            caught_up: self.ha.caught_up(),
+            lag_entries: self.ha.lag(),
+            raft,
+            journal_pending: journal,
+            health,
+            vrrp: self.vrrp.as_ref().map(crate::vip::status),
+            tracked_conditions_failing: self.plane.as_ref().map(|_| ha.failing),
+            yielded: ha.yielded,
+        }
     }
 
-    fn stick_page(&self, backend: &str, query: &StickQuery) -> Result<serde_json::Value, ApiError> {
+    fn stick_page(&self, backend: &str, query: &StickQuery) -> Result<StickPage, ApiError> {
         let limit = query.limit.unwrap_or(1_000).min(MAX_STICK_PAGE);
         let now = now_ms();
         self.replica.read(|a| {
@@ -189,17 +197,16 @@ impl NodeHandle for NodeApi {
             };
             let entry = |(key, server, last_seen_ms): (std::net::IpAddr, &Arc<str>, u64)| {
                 let open = open_here(key).unwrap_or(0);
-                serde_json::json!({
-                    "key": key,
-                    "server": server,
-                    "last_seen_ms": last_seen_ms,
-                    "open_here": open,
-                    "expires_in_ms": if open > 0 { None } else {
-                        Some(expire_ms.saturating_sub(now.saturating_sub(last_seen_ms)))
-                    },
-                })
+                StickEntry {
+                    key,
+                    server: server.to_string(),
+                    last_seen_ms,
+                    open_here: open,
+                    expires_in_ms: (open == 0)
+                        .then(|| expire_ms.saturating_sub(now.saturating_sub(last_seen_ms))),
+                }
             };
-            let entries: Vec<serde_json::Value> = match query.key {
+            let entries: Vec<StickEntry> = match query.key {
                 Some(key) => table
                     .get(&key)
                     .map(|(server, seen)| entry((key, server, seen)))
@@ -211,12 +218,12 @@ impl NodeHandle for NodeApi {
                     .map(entry)
                     .collect(),
             };
-            Ok(serde_json::json!({
-                "backend": backend,
-                "total": table.len(),
-                "revision": a.state.revision,
-                "entries": entries,
-            }))
+            Ok(StickPage {
+                backend: backend.to_string(),
+                total: table.len(),
+                revision: a.state.revision,
+                entries,
+            })
         })
     }
 
@@ -261,23 +268,24 @@ impl NodeHandle for NodeApi {
             .read(|a| (a.state.model.clone(), a.state.revision))
     }
 
-    fn backend_stats(&self, backend: &str) -> Option<serde_json::Value> {
+    fn backend_stats(&self, backend: &str) -> Option<BackendStats> {
         let plane = self.plane.as_ref()?;
         let view = plane.view();
         let rt = view.backends.get(backend)?;
-        let servers: Vec<serde_json::Value> = rt
+        let servers = rt
             .servers
             .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "name": s.name,
-                    "up": s.is_up(),
-                    "admin": s.admin().as_str(),
-                    "connections": s.assigned(),
-                })
+            .map(|s| ServerStats {
+                name: s.name.to_string(),
+                up: s.is_up(),
+                admin: s.admin(),
+                connections: s.assigned(),
             })
             .collect();
-        Some(serde_json::json!({ "node_id": self.config.node.id, "servers": servers }))
+        Some(BackendStats {
+            node_id: self.config.node.id,
+            servers,
+        })
     }
 
     fn change_membership(
@@ -287,48 +295,38 @@ impl NodeHandle for NodeApi {
         Box::pin(self.replica.change_membership(change))
     }
 
-    fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<serde_json::Value, ApiError>> {
+    fn start_drill(&self, to: Option<u64>) -> BoxFuture<'_, Result<DrillStarted, ApiError>> {
         Box::pin(async move {
             let (id, from, to) = self.ha.start_drill(to).await.map_err(|e| match e {
                 crate::ha::DrillRefused::NotCommitted(m) => ApiError::unavailable(m),
                 refused => ApiError::conflict(refused.to_string()),
             })?;
-            Ok(serde_json::json!({ "id": id, "from": from, "to": to, "state": "running" }))
+            Ok(DrillStarted {
+                id,
+                from,
+                to,
+                state: DrillState::Running,
+            })
         })
     }
 
-    fn drills(&self) -> serde_json::Value {
+    fn drills(&self) -> DrillList {
         let now = now_ms();
-        let drills: Vec<serde_json::Value> = self.replica.read(|a| {
+        let drills = self.replica.read(|a| {
             a.state
                 .drills
                 .values()
                 .rev()
-                .map(|r| {
-                    let report = r.report(now);
-                    serde_json::json!({
-                        "id": report.id,
-                        "kind": report.kind,
-                        "from": report.from,
-                        "to": report.to,
-                        "state": report.state,
-                        "started_ms": report.started_ms,
-                        "figures": report.figures,
-                    })
-                })
+                .map(|r| r.report(now).into())
                 .collect()
         });
-        serde_json::json!({ "drills": drills })
+        DrillList { drills }
     }
 
-    fn drill(&self, id: u64) -> Option<serde_json::Value> {
+    fn drill(&self, id: u64) -> Option<DrillReport> {
         let now = now_ms();
-        self.replica.read(|a| {
-            a.state
-                .drills
-                .get(&id)
-                .map(|r| serde_json::to_value(r.report(now)).unwrap_or_default())
-        })
+        self.replica
+            .read(|a| a.state.drills.get(&id).map(|r| r.report(now)))
     }
 }
 

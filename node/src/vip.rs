@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::VrrpSection;
+use ballast_api::types::{Condition, VrrpState, VrrpStatus, VrrpTransition};
 use ballast_dataplane::proxy::DataPlane;
 
 pub struct Vip {
@@ -72,13 +73,13 @@ impl VipControl {
     }
 
     /// Every condition that lowers the priority now, the plane's included.
-    pub fn failing(&self, plane: &DataPlane) -> Vec<&'static str> {
+    pub fn failing(&self, plane: &DataPlane) -> Vec<Condition> {
         let mut failed = failed_conditions(plane);
         if self.far_behind.load(Ordering::Relaxed) {
-            failed.push("replica far behind");
+            failed.push(Condition::ReplicaFarBehind);
         }
         if self.yielded() {
-            failed.push("yielded in a failover drill");
+            failed.push(Condition::Yielded);
         }
         failed
     }
@@ -116,10 +117,10 @@ fn instance_config(section: &VrrpSection) -> anyhow::Result<InstanceConfig> {
 }
 
 /// The conditions that make this node a bad master right now, for logs and status.
-pub fn failed_conditions(plane: &DataPlane) -> Vec<&'static str> {
+pub fn failed_conditions(plane: &DataPlane) -> Vec<Condition> {
     let mut failed = Vec::new();
     if !plane.is_ready() {
-        failed.push("data plane not listening");
+        failed.push(Condition::DataPlaneNotListening);
     }
     let view = plane.view();
     let any_usable = view
@@ -127,7 +128,7 @@ pub fn failed_conditions(plane: &DataPlane) -> Vec<&'static str> {
         .values()
         .any(|b| b.servers.iter().any(|s| s.is_up()));
     if !view.backends.is_empty() && !any_usable {
-        failed.push("no usable server");
+        failed.push(Condition::NoUsableServer);
     }
     failed
 }
@@ -157,7 +158,7 @@ impl Vip {
         });
         let inputs = control.clone();
         let tracker = tokio::spawn(async move {
-            let mut last: Vec<&'static str> = Vec::new();
+            let mut last: Vec<Condition> = Vec::new();
             let mut ticker = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tokio::select! {
@@ -203,29 +204,42 @@ impl Vip {
     }
 }
 
+/// The VRRP driver's state as the API and the peer reports name it.
+pub fn wire_state(state: ballast_vrrp::VrrpState) -> VrrpState {
+    match state {
+        ballast_vrrp::VrrpState::Initialize => VrrpState::Initialize,
+        ballast_vrrp::VrrpState::Backup => VrrpState::Backup,
+        ballast_vrrp::VrrpState::Master => VrrpState::Master,
+    }
+}
+
 /// What `/v1/status` shows of VRRP.
-pub fn status_json(observer: &ballast_vrrp::driver::VrrpObserver) -> serde_json::Value {
+pub fn status(observer: &ballast_vrrp::driver::VrrpObserver) -> VrrpStatus {
     let s = observer.status();
     let m = observer.metrics();
-    serde_json::json!({
-        "interface": s.interface,
-        "vrid": s.vrid,
-        "state": s.state.as_str(),
-        "priority": s.configured_priority,
-        "effective_priority": s.effective_priority,
-        "master": s.master_addr,
-        "primary_address": s.primary_addr,
-        "virtual_ips": s.virtual_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "advert_interval_ms": s.advert_interval.as_millis() as u64,
-        "transitions": s.transitions,
-        "last_transition": s.last_transition.as_ref().map(|t| serde_json::json!({
-            "from": t.from.as_str(),
-            "to": t.to.as_str(),
-            "reason": t.reason.as_str(),
-            "at_ms": ballast_model::time::unix_ms(t.at),
-        })),
-        "adverts_sent": m.adverts_sent,
-        "adverts_received": m.adverts_received,
-        "dropped": m.drops.iter().map(|(reason, n)| (reason.as_str().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
-    })
+    VrrpStatus {
+        interface: s.interface,
+        vrid: s.vrid,
+        state: wire_state(s.state),
+        priority: s.configured_priority,
+        effective_priority: s.effective_priority,
+        master: s.master_addr,
+        primary_address: s.primary_addr,
+        virtual_ips: s.virtual_ips.iter().map(ToString::to_string).collect(),
+        advert_interval_ms: s.advert_interval.as_millis() as u64,
+        transitions: s.transitions,
+        last_transition: s.last_transition.as_ref().map(|t| VrrpTransition {
+            from: wire_state(t.from),
+            to: wire_state(t.to),
+            reason: t.reason.as_str().to_string(),
+            at_ms: ballast_model::time::unix_ms(t.at),
+        }),
+        adverts_sent: m.adverts_sent,
+        adverts_received: m.adverts_received,
+        dropped: m
+            .drops
+            .iter()
+            .map(|(reason, n)| (reason.as_str().to_string(), *n))
+            .collect(),
+    }
 }

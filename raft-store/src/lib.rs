@@ -16,4 +16,4 @@ pub mod types;
 
 // The model lives in its own crate so the data plane can depend on it without openraft;
 // these paths stay for the crates that reach it through Raft.
-pub use ballast_model::{drill, model, state, NodeId};
+pub use ballast_model::{drill, ha, model, state, NodeId, IMPORTED};

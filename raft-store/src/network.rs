@@ -30,6 +30,8 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::ha::{Condition, VrrpState};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -143,12 +145,12 @@ pub struct Progress {
 pub struct NodeReport {
     pub node_id: NodeId,
     pub role: crate::model::Role,
-    /// `master`, `backup`, `initialize`; `None` without VRRP.
-    pub vrrp_state: Option<String>,
+    /// `None` without VRRP.
+    pub vrrp_state: Option<VrrpState>,
     pub configured_priority: Option<u8>,
     pub effective_priority: Option<u8>,
     /// Tracked conditions failing now (each lowers the priority to 1).
-    pub failing: Vec<String>,
+    pub failing: Vec<Condition>,
     /// The node holds back (priority 1) after handing the VIP over in a drill.
     pub yielded: bool,
     /// Applied entries behind the leader's last log index, last time it was asked.
@@ -477,7 +479,7 @@ impl Local {
 
     fn is_vrrp_master(&self) -> bool {
         self.report()
-            .is_some_and(|r| r.vrrp_state.as_deref() == Some("master"))
+            .is_some_and(|r| r.vrrp_state == Some(VrrpState::Master))
     }
 
     /// Writes through this node's Raft if it leads and is not handing over.

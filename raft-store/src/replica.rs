@@ -87,9 +87,10 @@ pub enum ReplicaError {
 }
 
 /// What `/v1/status` shows of Raft.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RaftStatus {
     pub node_id: NodeId,
+    /// openraft's server state: `Leader`, `Follower`, `Candidate`, `Learner`, `Shutdown`.
     pub state: String,
     pub leader: Option<NodeId>,
     pub term: u64,

@@ -11,7 +11,7 @@ use crate::state::{Command, Response};
 pub use crate::state::NodeId;
 
 /// What the cluster knows of each member: where to reach it and what it does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     /// Raft address (`host:port`); empty for a single-node cluster without a Raft port.
     pub raft: String,

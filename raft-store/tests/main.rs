@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast_raft_store::ha::VrrpState;
 use ballast_raft_store::model::{ClusterModel, ModelSpec, Role};
 use ballast_raft_store::replica::{Options, Replica, Timing};
 use ballast_raft_store::state::{Command, StickBatch, StickUpdate};
@@ -211,11 +212,11 @@ async fn a_successor_wins_within_the_hand_over_and_bystanders_keep_still() {
 }
 
 /// A report for `node` in VRRP state `vrrp`.
-fn report(node: u64, vrrp: &str) -> ballast_raft_store::network::NodeReport {
+fn report(node: u64, vrrp: VrrpState) -> ballast_raft_store::network::NodeReport {
     ballast_raft_store::network::NodeReport {
         node_id: node,
         role: Role::Lb,
-        vrrp_state: Some(vrrp.to_string()),
+        vrrp_state: Some(vrrp),
         configured_priority: Some(100),
         effective_priority: Some(100),
         failing: Vec::new(),
@@ -237,9 +238,9 @@ async fn a_vrrp_master_keeps_raft_leadership_until_it_is_backup() {
         let master = master.clone();
         Arc::new(move || {
             let state = if master.load(std::sync::atomic::Ordering::Relaxed) {
-                "master"
+                VrrpState::Master
             } else {
-                "backup"
+                VrrpState::Backup
             };
             report(leader_id, state)
         })

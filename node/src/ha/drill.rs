@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_raft_store::drill::DrillKind;
+use ballast_raft_store::ha::Condition;
 use ballast_raft_store::model::Role;
 use ballast_raft_store::network::NodeReport;
 use ballast_raft_store::state::{Command, NodeId};
@@ -81,7 +82,7 @@ impl Ha {
             .iter()
             .filter(|(_, r)| {
                 r.as_ref()
-                    .is_ok_and(|r| r.vrrp_state.as_deref() == Some("master"))
+                    .is_ok_and(|r| r.vrrp_state == Some(ballast_raft_store::ha::VrrpState::Master))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -106,8 +107,8 @@ impl Ha {
             let failing: Vec<&str> = report
                 .failing
                 .iter()
-                .map(String::as_str)
-                .filter(|c| !c.starts_with("yielded"))
+                .filter(|c| **c != Condition::Yielded)
+                .map(|c| c.as_str())
                 .collect();
             if !failing.is_empty() {
                 return Err(DrillRefused::Unhealthy {

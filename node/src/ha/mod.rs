@@ -138,10 +138,10 @@ impl Ha {
         NodeReport {
             node_id: self.me,
             role: self.role,
-            vrrp_state: status.as_ref().map(|s| s.state.as_str().to_string()),
+            vrrp_state: status.as_ref().map(|s| crate::vip::wire_state(s.state)),
             configured_priority: status.as_ref().map(|s| s.configured_priority),
             effective_priority: status.as_ref().map(|s| s.effective_priority),
-            failing: failing.iter().map(ToString::to_string).collect(),
+            failing,
             yielded: self.vrrp().is_some_and(|(_, c)| c.yielded()),
             lag_entries: self.lag(),
             caught_up: self.caught_up(),

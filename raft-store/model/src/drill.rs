@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::NodeId;
 
@@ -19,7 +20,9 @@ pub const MAX_RECORDS: usize = 64;
 /// A drill that has not produced every expected event by then is reported incomplete.
 pub const DRILL_DEADLINE_MS: u64 = 60_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Serde names are the JSON names (`as_str`); bincode encodes variants by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum DrillKind {
     /// `POST /v1/drills/failover`: the master hands the VIP over.
     Planned,
@@ -37,9 +40,12 @@ impl DrillKind {
 }
 
 /// A point on a failover's timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Serde names are the JSON names (`as_str`); bincode encodes variants by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum DrillStep {
     /// The drill was committed (planned) or the takeover noticed (unplanned).
+    #[serde(rename = "drill_started")]
     Started,
     /// The old master sent priority 0 and removed the VIP.
     VipReleased,
@@ -77,7 +83,7 @@ pub struct DrillEvent {
 }
 
 /// What one node saw of the stick tables once its part was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct NodeSnapshot {
     pub at_ms: u64,
     /// The replicated state's revision on that node.
@@ -109,7 +115,7 @@ pub struct DrillRecord {
 }
 
 /// The outcome as `GET /v1/drills/{id}` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DrillState {
     Running,
@@ -121,7 +127,7 @@ pub enum DrillState {
 }
 
 /// Milliseconds after the start; `None` until the event is recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Figures {
     pub vip_released_ms: Option<u64>,
     pub became_master_ms: Option<u64>,
@@ -138,19 +144,19 @@ pub struct Figures {
     pub revision_gap: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TimelineEntry {
-    pub event: &'static str,
+    pub event: DrillStep,
     pub node: NodeId,
     pub at_ms: u64,
     /// Milliseconds after the start.
     pub after_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DrillReport {
     pub id: u64,
-    pub kind: &'static str,
+    pub kind: DrillKind,
     pub from: Option<NodeId>,
     pub to: NodeId,
     pub state: DrillState,
@@ -159,7 +165,9 @@ pub struct DrillReport {
     pub figures: Figures,
     /// Events not recorded (yet). `first_connection` alone does not keep a drill from
     /// being done: it comes with the first client, if any.
-    pub missing: Vec<&'static str>,
+    /// Steps (`drill_started`, `vip_released`, ...) and `old_master_snapshot` /
+    /// `new_master_snapshot`.
+    pub missing: Vec<String>,
     pub nodes: BTreeMap<NodeId, NodeSnapshot>,
 }
 
@@ -211,29 +219,32 @@ impl DrillRecord {
         let timeline = events
             .iter()
             .map(|e| TimelineEntry {
-                event: e.step.as_str(),
+                event: e.step,
                 node: e.node,
                 at_ms: e.at_ms,
                 after_ms: e.at_ms as i64 - self.started_ms as i64,
             })
             .collect();
-        let mut missing: Vec<&'static str> = self
+        let mut missing: Vec<String> = self
             .expected()
             .into_iter()
             .filter(|(node, step)| self.at(*node, *step).is_none())
-            .map(|(_, step)| step.as_str())
+            .map(|(_, step)| step.as_str().to_string())
             .collect();
         let mut awaited = Vec::new();
         if self.at(Some(self.to), DrillStep::FirstConnection).is_none() {
-            awaited.push(DrillStep::FirstConnection.as_str());
+            awaited.push(DrillStep::FirstConnection.as_str().to_string());
         }
         for node in self.snapshots_expected() {
             if !self.snapshots.contains_key(&node) {
-                missing.push(if Some(node) == self.from {
-                    "old_master_snapshot"
-                } else {
-                    "new_master_snapshot"
-                });
+                missing.push(
+                    if Some(node) == self.from {
+                        "old_master_snapshot"
+                    } else {
+                        "new_master_snapshot"
+                    }
+                    .to_string(),
+                );
             }
         }
         let old = self.from.and_then(|f| self.snapshots.get(&f));
@@ -265,7 +276,7 @@ impl DrillRecord {
         };
         DrillReport {
             id: self.id,
-            kind: self.kind.as_str(),
+            kind: self.kind,
             from: self.from,
             to: self.to,
             state,
@@ -341,7 +352,7 @@ mod tests {
         assert_eq!(report.figures.first_connection_ms, Some(90));
         assert_eq!(report.figures.stick_entries_lost, Some(0));
         assert_eq!(report.figures.revision_gap, Some(3));
-        let order: Vec<&str> = report.timeline.iter().map(|t| t.event).collect();
+        let order: Vec<&str> = report.timeline.iter().map(|t| t.event.as_str()).collect();
         assert_eq!(
             order,
             [
@@ -388,7 +399,7 @@ mod tests {
         r.add_event(ev(1, DrillStep::VipReleased, 1_020));
         let report = r.report(1_000 + DRILL_DEADLINE_MS + 1);
         assert_eq!(report.state, DrillState::Incomplete);
-        assert!(report.missing.contains(&"first_connection"));
+        assert!(report.missing.iter().any(|m| m == "first_connection"));
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub struct StickBatch {
 }
 
 /// What one observer's probes last concluded about a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub up: bool,
     pub at_ms: u64,

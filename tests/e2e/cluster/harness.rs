@@ -321,16 +321,20 @@ impl Cluster {
         ))
     }
 
-    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
-        self.get(id, "/v1/status").map(|(_, v)| v)
+    pub fn status(&self, id: u64) -> Option<ballast_api::types::Status> {
+        crate::harness::http::get_typed(self.node(id).api, "/v1/status")
     }
 
     pub fn leader(&self, id: u64) -> Option<u64> {
-        self.status(id)?["raft"]["leader"].as_u64()
+        self.status(id)?.leader()
     }
 
     pub fn revision(&self, id: u64) -> Option<u64> {
-        self.status(id)?["revision"].as_u64()
+        Some(self.status(id)?.revision)
+    }
+
+    fn stick_page(&self, id: u64, path: &str) -> Option<ballast_api::types::StickPage> {
+        crate::harness::http::get_typed(self.node(id).api, path)
     }
 
     /// The replicated stick entries of backend `b` as seen by node `id`: key → server.
@@ -342,30 +346,23 @@ impl Cluster {
                 Some(a) => format!("/v1/backends/b/stick?limit=10000&after={a}"),
                 None => "/v1/backends/b/stick?limit=10000".into(),
             };
-            let Some((200, page)) = self.get(id, &path) else {
+            let Some(page) = self.stick_page(id, &path) else {
                 return out;
             };
-            let entries = page["entries"].as_array().cloned().unwrap_or_default();
-            if entries.is_empty() {
+            if page.entries.is_empty() {
                 break;
             }
-            for e in &entries {
-                out.insert(
-                    e["key"].as_str().unwrap_or_default().to_string(),
-                    e["server"].as_str().unwrap_or_default().to_string(),
-                );
+            for e in &page.entries {
+                out.insert(e.key.to_string(), e.server.clone());
             }
-            after = entries
-                .last()
-                .and_then(|e| e["key"].as_str())
-                .map(String::from);
+            after = page.entries.last().map(|e| e.key.to_string());
         }
         out
     }
 
     pub fn stick_total(&self, id: u64) -> Option<u64> {
-        let (status, page) = self.get(id, "/v1/backends/b/stick?limit=1")?;
-        (status == 200).then(|| page["total"].as_u64()).flatten()
+        let page = self.stick_page(id, "/v1/backends/b/stick?limit=1")?;
+        Some(page.total as u64)
     }
 
     pub fn metric(&self, id: u64, name: &str) -> Option<f64> {

@@ -15,6 +15,9 @@ mod live;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ballast_api::types::{DrillList, ServerHealth};
+use ballast_raft_store::model::Role;
+
 use harness::{tail, wait_until, Cluster};
 
 use crate::harness::{open, src_ip, Backend};
@@ -212,6 +215,16 @@ async fn a_wiped_node_catches_up_by_snapshot_with_200000_entries() {
             cluster.stick_total(id) == Some(ENTRIES as u64)
         });
         assert!(ok, "node {id} has {:?} entries", cluster.stick_total(id));
+        // Served too, not only replicated: the importing node's data plane included
+        // (it skips the entries its own journal proposed, never imported ones).
+        let served = wait_until(Duration::from_secs(30), || {
+            cluster.metric(id, "ballast_stick_entries") == Some(ENTRIES as f64)
+        });
+        assert!(
+            served,
+            "node {id}'s data plane holds {:?} entries",
+            cluster.metric(id, "ballast_stick_entries")
+        );
     }
     cluster.stop(3);
     cluster.wipe(3);
@@ -238,7 +251,7 @@ async fn two_lb_nodes_and_a_witness_keep_serving_and_committing_with_one_lb_down
     let servers = backends();
     let mut cluster = cluster_builder(&servers).lb(2).witness().spawn();
     let witness = 3;
-    assert_eq!(cluster.status(witness).unwrap()["role"], "witness");
+    assert_eq!(cluster.status(witness).unwrap().role, Role::Witness);
     cluster.kill(2);
     let placed = traffic(&cluster, 1, 25, 10).await;
     // Committed: the witness holds them although it serves no traffic.
@@ -300,7 +313,7 @@ async fn random_bytes_on_the_raft_ports_do_not_disturb_the_cluster() {
     let servers = backends();
     let cluster = cluster_builder(&servers).lb(3).spawn();
     let leader = cluster.leader(1).expect("leader");
-    let term = cluster.status(1).unwrap()["raft"]["term"].as_u64().unwrap();
+    let term = cluster.status(1).unwrap().raft.term;
     let garbage = crate::harness::pseudo_random_bytes(70_000, 7);
     for node in &cluster.nodes {
         for round in 0..10 {
@@ -318,10 +331,7 @@ async fn random_bytes_on_the_raft_ports_do_not_disturb_the_cluster() {
     let placed = traffic(&cluster, 1, 28, 6).await;
     wait_replicated(&cluster, 3, &placed, Duration::from_secs(10));
     assert_eq!(cluster.leader(2), Some(leader), "leadership undisturbed");
-    assert_eq!(
-        cluster.status(2).unwrap()["raft"]["term"].as_u64(),
-        Some(term)
-    );
+    assert_eq!(cluster.status(2).map(|s| s.raft.term), Some(term));
     let counted = wait_until(Duration::from_secs(5), || {
         cluster
             .metric(1, "ballast_raft_bad_frames_total")
@@ -335,23 +345,24 @@ async fn health_flips_of_every_lb_node_are_committed_and_seen_by_all() {
     let mut servers = backends();
     let cluster = cluster_builder(&servers).lb(2).witness().health().spawn();
     servers[1].kill();
-    let server_health = |id: u64| cluster.status(id).map(|s| s["health"]["b"]["s2"].clone());
+    let server_health = |id: u64| {
+        cluster
+            .status(id)
+            .and_then(|s| s.health["b"].get("s2").cloned())
+    };
+    let down_for = |h: &ServerHealth, node: u64| h.reports.get(&node).is_some_and(|r| !r.up);
     let committed = wait_until(Duration::from_secs(10), || {
-        server_health(3).is_some_and(|h| {
-            h["effective_up"] == false
-                && h["reports"]["1"]["up"] == false
-                && h["reports"]["2"]["up"] == false
-        })
+        server_health(3).is_some_and(|h| !h.effective_up && down_for(&h, 1) && down_for(&h, 2))
     });
     assert!(committed, "witness sees {:?}", server_health(3));
     // Every node agrees, and the dead server gets no new client through any lb node.
     for id in [1, 2] {
-        assert_eq!(server_health(id).unwrap()["effective_up"], false);
+        assert!(!server_health(id).unwrap().effective_up);
         for i in 0..6 {
             assert_ne!(land(&cluster, id, 29, i + 10 * id as usize, 0).await, "s2");
         }
     }
-    assert_eq!(server_health(3).unwrap()["reports"]["1"]["up"], false);
+    assert!(down_for(&server_health(3).unwrap(), 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,13 +422,13 @@ async fn drills_are_refused_with_a_reason_and_every_node_reports_it_is_caught_up
         [1, 2, 3].iter().all(|id| {
             cluster
                 .status(*id)
-                .is_some_and(|s| s["caught_up"] == true && s["lag_entries"].as_u64().is_some())
+                .is_some_and(|s| s.caught_up && s.lag_entries.is_some())
         })
     });
     assert!(
         caught_up,
         "caught_up: {:?}",
-        [1, 2, 3].map(|id| cluster.status(id).map(|s| s["lag_entries"].clone()))
+        [1, 2, 3].map(|id| cluster.status(id).map(|s| s.lag_entries))
     );
     let refusals = [
         (r#"{"to":3}"#, "node 3 is a witness"),
@@ -438,12 +449,8 @@ async fn drills_are_refused_with_a_reason_and_every_node_reports_it_is_caught_up
         .post(1, "/v1/drills/failover", r#"{"to":"two"}"#)
         .unwrap();
     assert_eq!(status, 400, "{answer}");
-    let (status, list) = cluster.get(2, "/v1/drills").unwrap();
-    assert_eq!(status, 200);
-    assert_eq!(
-        list["drills"],
-        serde_json::json!([]),
-        "nothing was recorded"
-    );
+    let list: DrillList = crate::harness::http::get_typed(cluster.node(2).api, "/v1/drills")
+        .expect("GET /v1/drills: 200");
+    assert!(list.drills.is_empty(), "nothing was recorded: {list:?}");
     assert_eq!(cluster.get(2, "/v1/drills/1").map(|r| r.0), Some(404));
 }

@@ -39,6 +39,15 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// `GET path` on `addr`, a 200 answer read as the API's type (`ballast_api::types`);
+/// `None` when the node does not answer, answers another status or another shape.
+pub fn get_typed<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &str) -> Option<T> {
+    match get(addr, path) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
 fn dechunk(mut body: &str) -> Option<String> {
     let mut out = String::new();
     loop {
