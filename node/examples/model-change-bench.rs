@@ -64,10 +64,15 @@ fn journal_row(pending: u32) -> String {
     let journal = Journal::new(pending as usize);
     let backend: Arc<str> = Arc::from("b");
     let servers: Vec<Arc<str>> = ["s1", "s2", "s3"].iter().map(|s| Arc::from(*s)).collect();
-    let key = |n: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+    let key = |n: u32| IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + n));
     let fill = Instant::now();
     for n in 0..pending {
-        journal.stick(&backend, key(n), &servers[(n % 3) as usize], 1_000 + u64::from(n));
+        journal.stick(
+            &backend,
+            key(n),
+            &servers[(n % 3) as usize],
+            1_000 + u64::from(n),
+        );
     }
     let fill = fill.elapsed();
     assert_eq!(journal.len(), pending as usize, "journal filled");
@@ -84,7 +89,11 @@ fn journal_row(pending: u32) -> String {
             break;
         }
     }
-    assert_eq!(journal.len(), pending as usize, "the journal stays at capacity");
+    assert_eq!(
+        journal.len(),
+        pending as usize,
+        "the journal stays at capacity"
+    );
     times.sort();
     format!(
         "| journal at capacity, {pending} pending (no quorum): a new client's stick() ({} calls; fill {:.1} s) | p50 {:.1} µs | p99 {:.1} µs | max {:.1} µs |",
@@ -330,10 +339,9 @@ async fn model_rows(line: &mut impl FnMut(String)) -> anyhow::Result<()> {
             })
             .collect();
         let body = format!("{{\"entries\":[{}]}}", entries.join(","));
-        let (status, answer) = tokio::task::spawn_blocking(move || {
-            http(api, "POST", "/v1/backends/b/stick", &body)
-        })
-        .await??;
+        let (status, answer) =
+            tokio::task::spawn_blocking(move || http(api, "POST", "/v1/backends/b/stick", &body))
+                .await??;
         anyhow::ensure!(status == 200, "stick import answered {status}: {answer}");
     }
     let imported = started.elapsed();
@@ -359,7 +367,14 @@ async fn model_rows(line: &mut impl FnMut(String)) -> anyhow::Result<()> {
 
     // Warm-up, then no admin change.
     let never = Arc::new(AtomicBool::new(false));
-    let _ = client_loop(setup.frontend, 0, 200, Duration::from_secs(30), never.clone()).await;
+    let _ = client_loop(
+        setup.frontend,
+        0,
+        200,
+        Duration::from_secs(30),
+        never.clone(),
+    )
+    .await;
     let (times, failed) =
         client_loop(setup.frontend, 1_000, 2_000, Duration::from_secs(60), never).await;
     line(conn_row("no admin change", times, failed));
