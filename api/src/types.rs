@@ -40,6 +40,50 @@ pub struct Status {
     pub tracked_conditions_failing: Option<Vec<Condition>>,
     /// Holds back after handing the VIP over in a drill.
     pub yielded: bool,
+    /// The process serving this node, and the live upgrade that started it, if one did.
+    pub process: ProcessInfo,
+}
+
+/// The process serving a node (`GET /v1/status` → `process`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Unix ms when this process started.
+    pub started_at: u64,
+    /// `ballast --version` of the running image.
+    pub version: String,
+    /// The path the node was started from: a live upgrade runs the file installed there.
+    pub binary: String,
+    /// Live upgrades since the node was first started (this process's lineage).
+    pub upgrades: u64,
+    /// The hand-over that started this process; `None` for a process started by hand.
+    pub last_upgrade: Option<UpgradeReport>,
+}
+
+/// One live upgrade's figures: `POST /v1/node/upgrade` answers them (200), and the new
+/// process shows them in `GET /v1/status` → `process.last_upgrade`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpgradeReport {
+    pub from_pid: u32,
+    pub to_pid: u32,
+    /// Unix ms when the old process began the hand-over.
+    pub at: u64,
+    /// Listening sockets handed over (every socket of every port's SO_REUSEPORT group,
+    /// and the API's).
+    pub listeners: usize,
+    /// Established client/server pairs handed over, with their bytes in flight.
+    pub connections: usize,
+    /// Client connections not yet on a server (waiting for a `maxconn` slot or still
+    /// connecting) handed over to be placed by the new process.
+    pub waiting: usize,
+    /// Bytes read but not yet written (in user space or splice pipes) carried across.
+    pub bytes_in_flight: u64,
+    /// Longest time a connection's relay stood still: from the freeze of the old
+    /// process's data plane to the new process resuming it.
+    pub pause_ms: u64,
+    /// From the upgrade's start (new binary checked and started) to the old process
+    /// letting go.
+    pub duration_ms: u64,
 }
 
 impl Status {
