@@ -28,6 +28,9 @@
 //! - `demo`: `ballast demo` as a user runs it: the loopback cluster's self-check, a clean
 //!   stop on SIGINT, and (root) the namespace lab leaving nothing behind.
 //! - `ha`: issue 6, the HA pair (2 lb + witness, VIP) under the mission load in namespaces.
+//! - `upgrade`: issue 19, live binary upgrade (SIGUSR2, `ballast ctl upgrade`): 300 clients
+//!   × 3 sockets stream through two upgrades in a row; failed upgrades roll back; a second
+//!   request during an upgrade is refused.
 
 mod api;
 mod balance;
@@ -43,4 +46,5 @@ mod stick_table;
 mod stickiness;
 mod streams;
 mod timeouts;
+mod upgrade;
 mod vip;

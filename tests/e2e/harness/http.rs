@@ -1,6 +1,7 @@
-//! A tiny blocking HTTP/1.1 GET (enough for /readyz and /metrics) and a Prometheus text
-//! parser. Blocking on purpose: calls are short, bounded by socket timeouts, and usable from
-//! both sync code (readiness polling) and the multi-threaded test runtime.
+//! A tiny blocking HTTP/1.1 client (GET for /readyz and /metrics; any method with a token
+//! for the writes) and a Prometheus text parser. Blocking on purpose: calls are short,
+//! bounded by socket timeouts, and usable from both sync code (readiness polling) and the
+//! multi-threaded test runtime.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,13 +9,45 @@ use std::time::Duration;
 
 /// `GET path` on `addr`; returns (status, body).
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )?;
+    get_within(addr, path, Duration::from_secs(5))
+}
+
+/// `GET path` with every step (connect, write, each read) bounded by `timeout`.
+pub fn get_within(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    request(addr, "GET", path, None, "", timeout)
+}
+
+/// `method path` with an optional `Authorization: Bearer <token>` and a JSON body (may be
+/// empty); every step bounded by `timeout`. Returns (status, body).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if method != "GET" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -43,6 +76,18 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 /// `None` when the node does not answer, answers another status or another shape.
 pub fn get_typed<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &str) -> Option<T> {
     match get(addr, path) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// Like [`get_typed`], every step bounded by `timeout`.
+pub fn get_typed_within<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Option<T> {
+    match get_within(addr, path, timeout) {
         Ok((200, body)) => serde_json::from_str(&body).ok(),
         _ => None,
     }

@@ -6,13 +6,18 @@
 //! - [`Node`]: writes a DESIGN.md-format config into a tempdir, runs `ballast run`, waits
 //!   for `/readyz`, reads `/metrics`; killed by PID on drop, log tail printed on panic.
 //! - `client`: connect from `127.A.B.C`, read the greeting line, echo checks.
+//! - `stream`: sockets streaming chunks checked byte for byte ([`stream::Streams`]), and a
+//!   connection-rate client ([`stream::RateClient`]).
+//! - `process`: processes by PID from `/proc` (alive, image, descendants) and signals.
 
 pub mod backend;
 pub mod client;
 pub mod dead;
 pub mod http;
 pub mod node;
+pub mod process;
 mod selftest;
+pub mod stream;
 
 pub use backend::Backend;
 pub use client::{connect_from, open, read_to_eof, src_ip, Conn};
