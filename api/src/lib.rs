@@ -82,6 +82,9 @@ pub trait NodeHandle: Send + Sync + 'static {
     fn drills(&self) -> DrillList;
     /// One failover record's report.
     fn drill(&self, id: u64) -> Option<DrillReport>;
+    /// Live upgrade of this node to the binary installed at its path: answers when the
+    /// new process serves (this one then exits), or why not (it serves on).
+    fn upgrade(&self) -> BoxFuture<'_, Result<types::UpgradeReport, ApiError>>;
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -175,6 +178,7 @@ pub fn router(node: Arc<dyn NodeHandle>, limits: Limits) -> Router {
         .route("/v1/drills/failover", axum::routing::post(start_drill))
         .route("/v1/drills", get(list_drills))
         .route("/v1/drills/:id", get(get_drill))
+        .route("/v1/node/upgrade", axum::routing::post(upgrade))
         // Inner to the guard: the bulk routes' own limits above override this one.
         .route_layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         // On routed requests only: an unknown path answers 404 without reading a body,
@@ -635,6 +639,11 @@ async fn get_drill(State(node): Node, Path(id): Path<u64>) -> Result<Json<DrillR
         .ok_or_else(|| ApiError::not_found(format!("drill {id} does not exist")))
 }
 
+#[utoipa::path(post, path = "/v1/node/upgrade", tag = "node", security(("token" = [])), responses((status = 200, description = "the new process serves everything this one did; this one exits within a second", body = types::UpgradeReport), (status = 409, description = "an upgrade is already in progress", body = ErrorBody), (status = 503, description = "the upgrade did not happen (new binary missing, failed its check, crashed or did not confirm): this process serves on", body = ErrorBody), (status = 401, description = "missing or wrong token", body = ErrorBody)))]
+async fn upgrade(State(node): Node) -> Result<Json<types::UpgradeReport>, ApiError> {
+    node.upgrade().await.map(Json)
+}
+
 /// The bearer token scheme writes use.
 struct TokenScheme;
 
@@ -660,7 +669,8 @@ impl utoipa::Modify for TokenScheme {
         put_server, delete_server, set_admin, apply,
         stick_page, stick_import, stick_forget_all, stick_forget_one,
         add_member, remove_member,
-        start_drill, list_drills, get_drill
+        start_drill, list_drills, get_drill,
+        upgrade
     ),
     components(schemas(ErrorBody, ErrorDetail, StickImport, StickImportEntry, AdminBody, MemberBody, DrillBody, ModelSpec, Frontend, Backend, Server)),
     modifiers(&TokenScheme)
@@ -722,6 +732,14 @@ mod tests {
                 vrrp: None,
                 tracked_conditions_failing: Some(vec![types::Condition::Yielded]),
                 yielded: true,
+                process: types::ProcessInfo {
+                    pid: 42,
+                    started_at: 1,
+                    version: "0.0.0".into(),
+                    binary: "/usr/bin/ballast".into(),
+                    upgrades: 0,
+                    last_upgrade: None,
+                },
             }
         }
         fn stick_page(&self, backend: &str, _: &StickQuery) -> Result<StickPage, ApiError> {
@@ -796,6 +814,9 @@ mod tests {
                 missing: vec!["first_connection".into()],
                 nodes: Default::default(),
             })
+        }
+        fn upgrade(&self) -> BoxFuture<'_, Result<types::UpgradeReport, ApiError>> {
+            Box::pin(async { Err(ApiError::unavailable("upgrade failed: no new binary")) })
         }
         fn propose(
             &self,

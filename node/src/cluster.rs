@@ -185,6 +185,44 @@ impl Journal {
     }
 }
 
+/// A journal's pending decisions, handed to the next process in a live upgrade.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalCarry {
+    pub sticks: Vec<StickBatch>,
+    pub health: Vec<(String, String, HealthReport)>,
+}
+
+impl Journal {
+    /// Takes out everything pending (call once nothing proposes any more).
+    pub fn export(&self) -> JournalCarry {
+        let sticks = self.take_sticks(usize::MAX);
+        let health = std::mem::take(&mut self.pending.lock().health)
+            .into_iter()
+            .map(|((backend, server), report)| (backend, server, report))
+            .collect();
+        JournalCarry { sticks, health }
+    }
+
+    /// Takes in a previous process's pending decisions; newer ones here win.
+    pub fn import(&self, carry: JournalCarry) {
+        self.restore_sticks(carry.sticks);
+        {
+            let mut p = self.pending.lock();
+            for (backend, server, report) in carry.health {
+                p.health.entry((backend, server)).or_insert(report);
+            }
+        }
+        if !self.is_empty() {
+            self.flush_now();
+        }
+    }
+
+    /// Decisions taken out for a proposal that has not answered yet.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
 impl ReplicationSink for Journal {
     fn stick(&self, backend: &Arc<str>, key: IpAddr, server: &ServerName, last_seen_ms: u64) {
         let (first, full) = {

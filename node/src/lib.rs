@@ -8,5 +8,6 @@ pub mod ctl;
 pub mod demo;
 pub mod ha;
 pub mod run;
+pub mod upgrade;
 pub mod vip;
 pub mod wait;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use ballast_api::types::{
     BackendStats, DrillList, DrillReport, DrillStarted, DrillState, ServerHealth, ServerStats,
-    Status, StickEntry, StickPage,
+    Status, StickEntry, StickPage, UpgradeReport,
 };
 use ballast_api::{ApiError, BoxFuture, NodeHandle, StickQuery, MAX_STICK_PAGE};
 use ballast_raft_store::model::Role;
@@ -32,6 +32,8 @@ use tracing::info;
 
 use crate::cluster::{self, Journal, PlaneMirror, JOURNAL_CAPACITY};
 use crate::config::Config;
+use crate::upgrade::protocol::SOCKET_ENV;
+use crate::upgrade::{UpgradeError, Upgrader};
 use ballast_dataplane::metrics::{set_counter, Metrics};
 use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
 
@@ -48,6 +50,7 @@ struct NodeApi {
     journal: Option<Arc<Journal>>,
     metrics: Arc<Metrics>,
     token: Option<Arc<[u8]>>,
+    upgrader: Arc<Upgrader>,
 }
 
 impl NodeHandle for NodeApi {
@@ -170,6 +173,7 @@ impl NodeHandle for NodeApi {
             vrrp: self.vrrp.as_ref().map(crate::vip::status),
             tracked_conditions_failing: self.plane.as_ref().map(|_| ha.failing),
             yielded: ha.yielded,
+            process: self.upgrader.process(),
         }
     }
 
@@ -328,6 +332,15 @@ impl NodeHandle for NodeApi {
         self.replica
             .read(|a| a.state.drills.get(&id).map(|r| r.report(now)))
     }
+
+    fn upgrade(&self) -> BoxFuture<'_, Result<UpgradeReport, ApiError>> {
+        Box::pin(async move {
+            self.upgrader.upgrade().await.map_err(|e| match e {
+                UpgradeError::Busy => ApiError::conflict(e.to_string()),
+                e => ApiError::unavailable(format!("upgrade failed: {e}")),
+            })
+        })
+    }
 }
 
 /// A node that is up.
@@ -335,7 +348,8 @@ pub struct Running {
     pub plane: Option<Arc<DataPlane>>,
     pub replica: Arc<Replica>,
     pub api_addr: SocketAddr,
-    vip: parking_lot::Mutex<Option<crate::vip::Vip>>,
+    vip: Arc<parking_lot::Mutex<Option<crate::vip::Vip>>>,
+    pub upgrader: Arc<Upgrader>,
 }
 
 impl Running {
@@ -401,20 +415,48 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             )])
         }
     };
-    let api_listener = tokio::net::TcpListener::bind(node.api_listen)
-        .await
-        .with_context(|| format!("node.api_listen: cannot listen on {}", node.api_listen))?;
-    let api_addr = api_listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
+    let journal = (node.role == Role::Lb).then(|| Arc::new(Journal::new(JOURNAL_CAPACITY)));
+    // Started by a live upgrade: the old process hands over its plane and sockets.
+    let taken = match (std::env::var_os(SOCKET_ENV), &journal) {
+        (Some(path), Some(journal)) => Some(
+            crate::upgrade::take_over(
+                config,
+                std::path::Path::new(&path),
+                metrics.clone(),
+                journal.clone(),
+            )
+            .await
+            .context("live upgrade: cannot take over from the old process")?,
+        ),
+        (Some(_), None) => bail!("live upgrade: only lb nodes hand over a data plane"),
+        (None, _) => None,
+    };
+    let api_listener = match taken.as_ref().and_then(|t| t.api_listener.as_ref()) {
+        Some(inherited) => {
+            let inherited = inherited.try_clone()?;
+            inherited.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(inherited)?
+        }
+        None => tokio::net::TcpListener::bind(node.api_listen)
+            .await
+            .with_context(|| format!("node.api_listen: cannot listen on {}", node.api_listen))?,
+    };
+    let api_addr = api_listener.local_addr()?;
 
-    let (plane, journal, mirror) = if node.role == Role::Lb {
-        let journal = Arc::new(Journal::new(JOURNAL_CAPACITY));
-        let sink: Arc<dyn ReplicationSink> = journal.clone();
-        let plane = DataPlane::new(metrics.clone(), Some(sink), node.bind_ip);
-        let mirror = PlaneMirror::new(node.id, plane.clone());
-        (Some(plane), Some(journal), Some(mirror))
-    } else {
-        (None, None, None)
+    let (plane, mirror) = match &journal {
+        Some(journal) => {
+            let plane = match &taken {
+                Some(taken) => taken.plane.clone(),
+                None => {
+                    let sink: Arc<dyn ReplicationSink> = journal.clone();
+                    DataPlane::new(metrics.clone(), Some(sink), node.bind_ip)
+                }
+            };
+            let mirror = PlaneMirror::new(node.id, plane.clone());
+            (Some(plane), Some(mirror))
+        }
+        None => (None, None),
     };
     let observer: Arc<dyn Observer> = match &mirror {
         Some(m) => m.clone(),
@@ -434,19 +476,29 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                     .cluster
                     .as_ref()
                     .map_or(Timing::default().snapshot_every, |c| c.snapshot_logs),
+                // Taking over from a live upgrade's old process, which is closing it.
+                store_open_wait: if taken.is_some() {
+                    std::time::Duration::from_secs(5)
+                } else {
+                    std::time::Duration::ZERO
+                },
                 ..Timing::default()
             },
         },
         observer,
     )
     .await?;
+    let mut loops = Vec::new();
     if let Some(mirror) = mirror {
-        tokio::spawn(cluster::apply_loop(mirror, replica.clone()));
+        loops.push(tokio::spawn(cluster::apply_loop(mirror, replica.clone())));
     }
     if let Some(journal) = &journal {
-        tokio::spawn(cluster::flush_loop(journal.clone(), replica.clone()));
+        loops.push(tokio::spawn(cluster::flush_loop(
+            journal.clone(),
+            replica.clone(),
+        )));
     }
-    if let (Some(_), Some(plane)) = (&config.vrrp, &plane) {
+    if let (Some(_), Some(plane), None) = (&config.vrrp, &plane, &taken) {
         // A node that cannot serve yet runs VRRP at priority 1; started that way it
         // would win the first election where it is alone, then hand over again. Give
         // the model a moment to arrive first (bounded: VRRP must not wait for Raft).
@@ -463,25 +515,51 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         plane.clone().zip(journal.clone()),
         vip.as_ref().map(|v| (v.observer(), v.control())),
     );
+    let upgrader = Upgrader::new(
+        config.clone(),
+        taken.as_ref().map_or(0, |t| t.upgrades),
+        taken.as_ref().map(|t| t.report().clone()),
+    );
+    let vrrp = vip.as_ref().map(crate::vip::Vip::observer);
+    let vip = Arc::new(parking_lot::Mutex::new(vip));
     let handle = Arc::new(NodeApi {
         config: config.clone(),
         ha,
-        vrrp: vip.as_ref().map(crate::vip::Vip::observer),
+        vrrp,
         plane: plane.clone(),
         replica: replica.clone(),
-        journal,
+        journal: journal.clone(),
         metrics,
         token,
+        upgrader: upgrader.clone(),
     });
-    tokio::spawn(async move {
+    let api_duplicate = socket2::SockRef::from(&api_listener)
+        .try_clone()
+        .map(std::net::TcpListener::from)
+        .map_err(|e| tracing::warn!(error = %e, "cannot keep a duplicate of the API socket: a live upgrade will bind it anew"))
+        .ok();
+    let api_task = tokio::spawn(async move {
         if let Err(e) = ballast_api::serve(api_listener, handle, std::future::pending()).await {
             tracing::error!(error = %e, "API server stopped");
         }
     });
+    upgrader.set_parts(crate::upgrade::Parts {
+        plane: plane.clone(),
+        replica: replica.clone(),
+        journal,
+        vip: vip.clone(),
+        api_listener: api_duplicate,
+        api_task: parking_lot::Mutex::new(Some(api_task)),
+        loops: parking_lot::Mutex::new(loops),
+    });
+    if let Some(taken) = taken {
+        taken.confirm();
+    }
     info!(
         node = node.id,
         role = node.role.as_str(),
         api = %api_addr,
+        pid = std::process::id(),
         cluster = config.cluster.as_ref().map_or(1, |c| c.members.len()),
         "ballast node running"
     );
@@ -489,7 +567,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         plane,
         replica,
         api_addr,
-        vip: parking_lot::Mutex::new(vip),
+        vip,
+        upgrader,
     })
 }
 
@@ -507,10 +586,33 @@ pub async fn wait_ready(running: &Running, timeout: std::time::Duration) -> anyh
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let running = start(&config).await?;
+    let upgrades = tokio::spawn(upgrade_on_signal(running.upgrader.clone()));
     shutdown.await;
+    upgrades.abort();
     info!("shutting down");
     running.stop().await;
     Ok(())
+}
+
+/// `SIGUSR2`: a live upgrade to the binary installed at the node's path (what nginx's
+/// and HAProxy's operators send). The outcome is logged: on success this process exits.
+async fn upgrade_on_signal(upgrader: Arc<Upgrader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr2 = match signal(SignalKind::user_defined2()) {
+        Ok(usr2) => usr2,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGUSR2: live upgrades only through the API");
+            return;
+        }
+    };
+    while usr2.recv().await.is_some() {
+        info!("SIGUSR2: live upgrade");
+        let upgrader = upgrader.clone();
+        // Its own task, so a second SIGUSR2 is read (and refused) while it runs.
+        tokio::spawn(async move {
+            let _ = upgrader.upgrade().await;
+        });
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -22,7 +22,7 @@ use crate::network::{
     Progress, ProposeError, Reply, Reporter, Request,
 };
 use crate::state::{Command, Response};
-use crate::store::{self, Applied, LogStore, Observer, StateMachine};
+use crate::store::{self, Applied, LogStore, Observer, StateMachine, StoreError};
 use crate::types::{Member, NodeId, Raft, RaftMetrics};
 
 /// Raft timing. VRRP, not Raft, moves the VIP (DESIGN principle 4), so elections need not
@@ -38,6 +38,9 @@ pub struct Timing {
     pub sweep_every: Duration,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
+    /// How long to wait for `raft.redb` while another process still has it open (the
+    /// old process of a live upgrade, closing it); 0 fails at once.
+    pub store_open_wait: Duration,
 }
 
 impl Default for Timing {
@@ -48,6 +51,7 @@ impl Default for Timing {
             election_max: Duration::from_millis(2400),
             sweep_every: Duration::from_secs(10),
             snapshot_every: 5_000,
+            store_open_wait: Duration::ZERO,
         }
     }
 }
@@ -111,7 +115,13 @@ pub struct Replica {
     forwarders: tokio::sync::Mutex<BTreeMap<NodeId, PeerClient>>,
     stats: Arc<NetworkStats>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// The store, for [`Replica::shutdown`] to see it closed: openraft drops its
+    /// clones in its own tasks, a moment after its shutdown returns.
+    db: std::sync::Weak<redb::Database>,
 }
+
+/// How long [`Replica::shutdown`] waits for the store to be closed.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Reports and progress queries between nodes: small answers, quickly or not at all.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -135,7 +145,16 @@ impl Replica {
             path: options.data_dir.clone(),
             source,
         };
-        let db = store::open(&options.data_dir).map_err(store_error)?;
+        let open_by = tokio::time::Instant::now() + options.timing.store_open_wait;
+        let db = loop {
+            match store::open(&options.data_dir) {
+                Err(StoreError::AlreadyOpen) if tokio::time::Instant::now() < open_by => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                opened => break opened.map_err(store_error)?,
+            }
+        };
+        let db_watch = Arc::downgrade(&db);
         let fresh = store::is_empty(&db).map_err(store_error)?;
         let state_machine = StateMachine::open(db.clone(), observer).map_err(store_error)?;
         let applied = state_machine.applied();
@@ -176,6 +195,7 @@ impl Replica {
             forwarders: tokio::sync::Mutex::new(BTreeMap::new()),
             stats: stats.clone(),
             tasks: parking_lot::Mutex::new(Vec::new()),
+            db: db_watch,
         });
         if let Some(addr) = options.raft_listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -690,12 +710,21 @@ impl Replica {
             .filter(|a| !a.is_empty())
     }
 
+    /// Stops Raft and returns once `raft.redb` is closed (bounded), so another process
+    /// — the new one of a live upgrade — can open it right after.
     pub async fn shutdown(&self) {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft shutdown");
+        }
+        let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
+        while self.db.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if self.db.strong_count() > 0 {
+            warn!(wait = ?STORE_CLOSE_WAIT, "raft shutdown: the store is still open");
         }
     }
 }

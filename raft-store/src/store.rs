@@ -40,6 +40,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub enum StoreError {
     #[error("storage: {0}")]
     Db(String),
+    #[error("storage: raft.redb is open in another process")]
+    AlreadyOpen,
     #[error("encoding: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("decoding: {0}")]
@@ -98,7 +100,11 @@ async fn blocking<T: Send + 'static>(
 /// Opens (or creates) the store in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Arc<Database>, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(e.to_string()))?;
-    let db = Database::create(data_dir.join("raft.redb"))?;
+    let db = match Database::create(data_dir.join("raft.redb")) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::AlreadyOpen),
+        Err(e) => return Err(e.into()),
+    };
     let tx = db.begin_write()?;
     tx.open_table(LOG)?;
     tx.open_table(META)?;

@@ -39,7 +39,7 @@ use client::segment;
 pub use client::{api_error, base_url, Answer, Client};
 pub use render::{
     fmt_ms, render_apply, render_backends, render_drill, render_drills, render_frontends,
-    render_servers, render_status, render_stick, Table,
+    render_servers, render_status, render_stick, render_upgrade, Table,
 };
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:9090";
@@ -123,6 +123,10 @@ pub enum CtlCommand {
     /// Failover drills: hand the VIP to another lb node and report what happened.
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// Live upgrade of this node to the binary now installed at its path: every
+    /// listener and established connection is handed to the new process, the old one
+    /// exits. Waits for the outcome; non-zero with the reason when it did not happen.
+    Upgrade,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -368,6 +372,11 @@ pub fn execute(args: &CtlArgs) -> Result<String, CtlError> {
             }
             text
         }
+        CtlCommand::Upgrade => show(
+            json,
+            client.write("POST", "/v1/node/upgrade", &[], None)?,
+            render_upgrade,
+        )?,
         CtlCommand::Drill(DrillCommand::List) => {
             show(json, client.get("/v1/drills", &[])?, |v: &DrillList| {
                 render_drills(v)

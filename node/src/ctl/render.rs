@@ -6,6 +6,7 @@ use std::fmt::Display;
 use ballast_api::types::Status;
 use ballast_api::types::{
     Applied, BackendList, BackendWithStats, DrillList, DrillReport, FrontendList, StickPage,
+    UpgradeReport,
 };
 use ballast_model::model::{format_duration, AdminState, HealthCheck, NameChanges, Stick};
 use serde::Serialize;
@@ -437,6 +438,23 @@ fn after(ms: Option<u64>) -> String {
 }
 
 /// One drill report: the timeline, the figures and both nodes' tables.
+/// `ctl upgrade`: what the new process took over, and how long the relays stood still.
+pub fn render_upgrade(v: &UpgradeReport) -> String {
+    format!(
+        "upgraded: pid {} -> pid {}\n\
+         handed over: {} connections ({} bytes in flight), {} waiting, {} listening sockets\n\
+         relays paused {} ms; whole hand-over {} ms\n",
+        v.from_pid,
+        v.to_pid,
+        v.connections,
+        v.bytes_in_flight,
+        v.waiting,
+        v.listeners,
+        v.pause_ms,
+        v.duration_ms
+    )
+}
+
 pub fn render_drill(v: &DrillReport) -> String {
     let mut out = format!(
         "drill {} ({}): node {} -> node {}  {}\n\n",

@@ -9,19 +9,20 @@
 //! Everything the connection holds is explicit in [`serve`]'s locals — two sockets, the
 //! server it reached and its permit — so it can later be handed to a new process.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::{debug, error, info, warn};
 
 use super::accept::Acceptor;
-use super::pump::{self, End, Flow, Idle};
-use super::serving::{ListenerSlot, Serving};
+use super::handover::{ConnMeta, Parked, WaitingMeta};
+use super::pump::{self, End, Flow, Idle, InFlight, RelayState};
+use super::serving::{frozen, ListenerSlot, Live, Serving};
 use super::{canonical_client, now_ms, workers, BackendRt, FrontendRt, ServerRt};
 use crate::stick::ServerName;
 
@@ -51,18 +52,19 @@ pub(super) async fn accept_loop(
             Ok((stream, peer)) => {
                 plane.note_accept();
                 let frontend = slot.frontend.load_full();
-                let mut loads = [0; super::MAX_PLANE_THREADS];
-                for (load, worker) in loads.iter_mut().zip(workers) {
-                    *load = worker.connections();
-                }
-                let to = workers::place(&loads[..workers.len()], here);
-                let carried = workers[to].carry();
+                let to = least_loaded(workers, here);
+                let guards = (workers[to].carry(), plane.track());
                 // The connection's task is `handle` itself: a wrapper future stores its
                 // captures beside `handle`'s, 0.12 KiB more per idle connection when
                 // measured.
-                workers[to]
-                    .handle
-                    .spawn(handle(plane.clone(), frontend, stream, peer, carried));
+                workers[to].handle.spawn(handle(
+                    plane.clone(),
+                    frontend,
+                    stream,
+                    peer,
+                    Arrival::Accepted,
+                    guards,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.
@@ -73,16 +75,51 @@ pub(super) async fn accept_loop(
     }
 }
 
-/// One client connection on the plane thread that serves it, counted there (`_carried`)
-/// until it ends.
-async fn handle(
+/// The plane thread a new connection (or an adopted one) should live on.
+pub(super) fn least_loaded(workers: &[workers::Worker], here: usize) -> usize {
+    let mut loads = [0; super::MAX_PLANE_THREADS];
+    for (load, worker) in loads.iter_mut().zip(workers) {
+        *load = worker.connections();
+    }
+    workers::place(&loads[..workers.len()], here)
+}
+
+/// How a client connection came to this process.
+pub(super) enum Arrival {
+    /// Accepted here: its first bytes are read now.
+    Accepted,
+    /// Handed over by the previous process before it reached a server; starts when
+    /// `go` says so.
+    Waiting {
+        first: Vec<u8>,
+        started_ms: u64,
+        go: watch::Receiver<bool>,
+    },
+}
+
+/// One client connection on the plane thread that serves it, counted there (`_guards`)
+/// until it ends or parks for a hand-over.
+pub(super) async fn handle(
     plane: Arc<Serving>,
     frontend_name: Arc<String>,
     client: std::net::TcpStream,
     peer: SocketAddr,
-    _carried: workers::Carried,
+    arrival: Arrival,
+    _guards: (workers::Carried, Live),
 ) {
-    let first = pump::read_first(&client);
+    let (first, started_ms) = match arrival {
+        Arrival::Accepted => (pump::read_first(&client), now_ms()),
+        Arrival::Waiting {
+            first,
+            started_ms,
+            mut go,
+        } => {
+            if go.wait_for(|go| *go).await.is_err() {
+                return;
+            }
+            (Ok(first), started_ms)
+        }
+    };
     // Registered once, with the poller of this thread.
     let client = match TcpStream::from_std(client) {
         Ok(client) => client,
@@ -103,51 +140,162 @@ async fn handle(
     };
     frontend.m_total.inc();
     frontend.m_active.inc();
-    let started = std::time::Instant::now();
     if !super::ACCEPTED_HAVE_NODELAY {
         let _ = client.set_nodelay(true);
     }
-    // Only with VIPs configured is it worth a getsockname per connection.
-    let vip = if plane.has_vips() {
-        client
-            .local_addr()
-            .ok()
-            .and_then(|l| plane.vip_watch(canonical_client(l.ip())))
-    } else {
-        None
-    };
-    let closed = match first {
+    let vip = vip_of(&plane, &client);
+    let ended = match first {
         Ok(first) => {
             serve(
+                &plane,
                 &frontend,
                 &backend,
                 client,
-                first,
-                canonical_client(peer.ip()),
-                vip,
+                Start {
+                    peer,
+                    first,
+                    started_ms,
+                    vip,
+                },
             )
             .await
         }
         Err(error) => {
             debug!(client = %peer, error = %error, "client failed before its first read");
             pump::reset(&client);
-            Closed::early(None, "client_reset")
+            Ended::Closed(Closed::early(None, "client_reset"))
         }
     };
     frontend.m_active.dec();
-    let duration = started.elapsed();
-    frontend.m_duration.observe(duration);
+    if let Ended::Closed(closed) = ended {
+        log_closed(&frontend, &backend, peer, started_ms, &closed);
+    }
+}
+
+/// Resumes an established connection handed over by the previous process, once `go`
+/// says so: the same server, the bytes in flight first, the same half-close state.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn resume(
+    plane: Arc<Serving>,
+    meta: ConnMeta,
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    mut go: watch::Receiver<bool>,
+    _guards: (workers::Carried, Live),
+) {
+    let found = {
+        let view = plane.view();
+        view.frontends.get(&meta.frontend).cloned().and_then(|f| {
+            let backend = view.backends.get(&meta.backend)?.clone();
+            let server = backend.server(&meta.server)?.clone();
+            Some((f, backend, server))
+        })
+    };
+    let Some((frontend, backend, server)) = found else {
+        warn!(client = %meta.peer, frontend = %meta.frontend, backend = %meta.backend,
+              server = %meta.server, "cannot resume a handed-over connection: its frontend, backend or server is gone; resetting it");
+        for socket in [&client, &upstream] {
+            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+        }
+        return;
+    };
+    let client_ip = canonical_client(meta.peer.ip());
+    backend.adopt(client_ip, &server, now_ms());
+    // The old process held a slot; this one has them all free, so there is one unless
+    // maxconn was lowered meanwhile (then the connection goes on past the limit, as an
+    // established connection does when maxconn is lowered).
+    let permit = server
+        .slots
+        .as_ref()
+        .and_then(|slots| slots.clone().try_acquire_owned().ok());
+    frontend.m_active.inc();
+    server.m_active.inc();
+    if go.wait_for(|go| *go).await.is_err() {
+        // The hand-over was called off: this process is going away.
+        return;
+    }
+    let (client, upstream) = match (TcpStream::from_std(client), TcpStream::from_std(upstream)) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(client = %meta.peer, error = %e, "cannot watch a handed-over connection");
+            frontend.m_active.dec();
+            server.m_active.dec();
+            backend.release(client_ip, &server, now_ms());
+            return;
+        }
+    };
+    let vip = vip_of(&plane, &client);
+    let (up, down) = (Flow::default(), Flow::default());
+    up.bytes.store(meta.bytes_in, Ordering::Relaxed);
+    down.bytes.store(meta.bytes_out, Ordering::Relaxed);
+    let state = RelayState {
+        up: InFlight::from_bytes(meta.up_in_flight),
+        down: InFlight::from_bytes(meta.down_in_flight),
+        client_fin: meta.client_fin.into(),
+        server_fin: meta.server_fin.into(),
+    };
+    let connected = Connected {
+        server,
+        permit,
+        client,
+        upstream,
+        up,
+        down,
+        state,
+    };
+    let start = Start {
+        peer: meta.peer,
+        first: Vec::new(),
+        started_ms: meta.started_ms,
+        vip,
+    };
+    let ended = relay(&plane, &frontend, &backend, connected, start).await;
+    frontend.m_active.dec();
+    if let Ended::Closed(closed) = ended {
+        log_closed(&frontend, &backend, meta.peer, meta.started_ms, &closed);
+    }
+}
+
+fn vip_of(plane: &Serving, client: &TcpStream) -> Option<watch::Receiver<u64>> {
+    // Only with VIPs configured is it worth a getsockname per connection.
+    if !plane.has_vips() {
+        return None;
+    }
+    client
+        .local_addr()
+        .ok()
+        .and_then(|l| plane.vip_watch(canonical_client(l.ip())))
+}
+
+fn log_closed(
+    frontend: &FrontendRt,
+    backend: &BackendRt,
+    peer: SocketAddr,
+    started_ms: u64,
+    closed: &Closed,
+) {
+    let duration_ms = now_ms().saturating_sub(started_ms);
+    frontend
+        .m_duration
+        .observe(Duration::from_millis(duration_ms));
     info!(
         client = %peer,
         frontend = %frontend.spec.name,
         backend = %backend.spec.name,
         server = closed.server.as_deref().unwrap_or("-"),
-        duration_ms = duration.as_millis() as u64,
+        duration_ms,
         bytes_in = closed.bytes_in,
         bytes_out = closed.bytes_out,
         reason = closed.reason,
         "connection closed"
     );
+}
+
+/// How a connection's task ended in this process.
+enum Ended {
+    Closed(Closed),
+    /// Parked for a hand-over: its sockets and state wait in [`Serving::park`].
+    Parked,
 }
 
 struct Closed {
@@ -168,32 +316,72 @@ impl Closed {
     }
 }
 
+/// What a connection brings to [`serve`].
+struct Start {
+    peer: SocketAddr,
+    /// Bytes the client sent before any server took it.
+    first: Vec<u8>,
+    started_ms: u64,
+    vip: Option<watch::Receiver<u64>>,
+}
+
+/// A connection on its server: everything it holds while it relays.
+struct Connected {
+    server: Arc<ServerRt>,
+    permit: Option<OwnedSemaphorePermit>,
+    client: TcpStream,
+    upstream: TcpStream,
+    up: Flow,
+    down: Flow,
+    state: RelayState,
+}
+
 async fn serve(
+    plane: &Serving,
     frontend: &FrontendRt,
     backend: &BackendRt,
     client: TcpStream,
-    first: Vec<u8>,
-    client_ip: IpAddr,
-    vip: Option<tokio::sync::watch::Receiver<u64>>,
-) -> Closed {
+    start: Start,
+) -> Ended {
+    let mut freeze = plane.freeze_watch();
+    if *freeze.borrow() {
+        return park_waiting(plane, frontend, client, start);
+    }
+    let client_ip = canonical_client(start.peer.ip());
     let Some(mut server) = backend.decide(client_ip, now_ms()) else {
         frontend.m_no_server.inc();
-        return Closed::early(None, "no_server");
+        return Ended::Closed(Closed::early(None, "no_server"));
     };
     let mut tried: Vec<ServerName> = Vec::new();
-    let (up, down) = (Flow::default(), Flow::default());
-    // Read before any server was chosen, so every attempt sends them.
-    up.bytes.store(first.len() as u64, Ordering::Relaxed);
-    frontend.m_bytes_in.inc_by(first.len() as u64);
-    let (upstream, _permit) = loop {
-        let Some(permit) = wait_for_slot(&server, backend.spec.timeout_queue).await else {
-            server.m_queue_timeouts.inc();
-            backend.release(client_ip, &server, now_ms());
-            return Closed::early(Some(&server), "queue_timeout");
+    frontend.m_bytes_in.inc_by(start.first.len() as u64);
+    let (upstream, permit) = loop {
+        let permit = match wait_for_slot(&server, backend.spec.timeout_queue, &mut freeze).await {
+            Slot::Got(permit) => permit,
+            Slot::TimedOut => {
+                server.m_queue_timeouts.inc();
+                backend.release(client_ip, &server, now_ms());
+                return Ended::Closed(Closed::early(Some(&server), "queue_timeout"));
+            }
+            Slot::Frozen => {
+                backend.release(client_ip, &server, now_ms());
+                return park_waiting(plane, frontend, client, start);
+            }
         };
-        match connect(server.addr, backend.spec.timeout_connect, &first).await {
+        match connect(
+            server.addr,
+            backend.spec.timeout_connect,
+            &start.first,
+            frozen(&mut freeze),
+        )
+        .await
+        {
             Ok(stream) => break (stream, permit),
-            Err(error) => {
+            Err(ConnectFailed::Frozen) => {
+                drop(permit);
+                backend.release(client_ip, &server, now_ms());
+                return park_waiting(plane, frontend, client, start);
+            }
+            Err(ConnectFailed::Io(error)) => {
                 server.m_connect_failures.inc();
                 warn!(client = %client_ip, backend = %backend.spec.name, server = %server.name,
                       addr = %server.addr, error = %error, "connect failed");
@@ -213,53 +401,192 @@ async fn serve(
                     Some(next) => server = next,
                     None => {
                         backend.release(client_ip, &server, now_ms());
-                        return Closed::early(Some(&server), "connect_failed");
+                        return Ended::Closed(Closed::early(Some(&server), "connect_failed"));
                     }
                 }
             }
         }
     };
+    let (up, down) = (Flow::default(), Flow::default());
+    // Read before any server was chosen, so every attempt sent them.
+    up.bytes.store(start.first.len() as u64, Ordering::Relaxed);
     // Freed before the relay: the connection may now idle for hours.
-    drop(first);
+    let start = Start {
+        first: Vec::new(),
+        ..start
+    };
     drop(tried);
     server.m_total.inc();
     server.m_active.inc();
     debug!(client = %client_ip, frontend = %frontend.spec.name, server = %server.name, "connected");
+    let connected = Connected {
+        server,
+        permit,
+        client,
+        upstream,
+        up,
+        down,
+        state: RelayState::default(),
+    };
+    relay(plane, frontend, backend, connected, start).await
+}
 
+/// Relays until the connection ends, or parks it when the plane freezes.
+async fn relay(
+    plane: &Serving,
+    frontend: &FrontendRt,
+    backend: &BackendRt,
+    mut conn: Connected,
+    start: Start,
+) -> Ended {
+    let mut freeze = plane.freeze_watch();
     let idle = Idle {
         client: frontend.spec.timeout_client,
         server: backend.spec.timeout_server,
     };
-    let relay = pump::relay(
-        &client,
-        &upstream,
-        &idle,
-        (&up, &frontend.m_bytes_in),
-        (&down, &frontend.m_bytes_out),
-    );
-    let reason = tokio::select! {
-        end = relay => {
+    let outcome = {
+        let relay = pump::relay(
+            &conn.client,
+            &conn.upstream,
+            &idle,
+            (&conn.up, &frontend.m_bytes_in),
+            (&conn.down, &frontend.m_bytes_out),
+            &mut conn.state,
+        );
+        tokio::select! {
+            end = relay => Outcome::Ended(end),
+            () = conn.server.removed() => Outcome::ServerRemoved,
+            () = vip_released(start.vip) => Outcome::VipReleased,
+            () = frozen(&mut freeze) => Outcome::Frozen,
+        }
+    };
+    let reason = match outcome {
+        Outcome::Ended(end) => {
             if let End::Reset { .. } = end {
-                pump::reset(&client);
-                pump::reset(&upstream);
+                pump::reset(&conn.client);
+                pump::reset(&conn.upstream);
             }
             end.as_str()
         }
-        () = server.removed() => "server_removed",
-        () = vip_released(vip) => {
-            pump::reset(&client);
+        Outcome::ServerRemoved => "server_removed",
+        Outcome::VipReleased => {
+            pump::reset(&conn.client);
             "vip_released"
         }
+        Outcome::Frozen => match park_established(
+            plane,
+            frontend,
+            backend,
+            &mut conn,
+            start.peer,
+            start.started_ms,
+        ) {
+            Ok(parked) => {
+                release(backend, &conn.server, start.peer);
+                plane.park(parked);
+                return Ended::Parked;
+            }
+            Err(error) => {
+                // Never continue a stream with a hole: reset instead.
+                error!(client = %start.peer, server = %conn.server.name, error = %error,
+                       "cannot read back a connection's bytes in flight for the hand-over; resetting it");
+                pump::reset(&conn.client);
+                pump::reset(&conn.upstream);
+                "handover_lost"
+            }
+        },
     };
+    let Connected {
+        server,
+        permit,
+        client,
+        upstream,
+        up,
+        down,
+        ..
+    } = conn;
     drop(upstream);
     drop(client);
-    server.m_active.dec();
-    backend.release(client_ip, &server, now_ms());
-    Closed {
+    drop(permit);
+    release(backend, &server, start.peer);
+    Ended::Closed(Closed {
         server: Some(server.name.clone()),
         reason,
         bytes_in: up.bytes.load(Ordering::Relaxed),
         bytes_out: down.bytes.load(Ordering::Relaxed),
+    })
+}
+
+enum Outcome {
+    Ended(End),
+    ServerRemoved,
+    VipReleased,
+    Frozen,
+}
+
+fn release(backend: &BackendRt, server: &ServerRt, peer: SocketAddr) {
+    server.m_active.dec();
+    backend.release(canonical_client(peer.ip()), server, now_ms());
+}
+
+/// The state and duplicates of the sockets of an established connection; the
+/// connection's own sockets close when it drops (the kernel keeps the connection
+/// open while the duplicates live).
+fn park_established(
+    _plane: &Serving,
+    frontend: &FrontendRt,
+    backend: &BackendRt,
+    conn: &mut Connected,
+    peer: SocketAddr,
+    started_ms: u64,
+) -> std::io::Result<Parked> {
+    let meta = ConnMeta {
+        frontend: frontend.spec.name.clone(),
+        backend: backend.spec.name.clone(),
+        server: conn.server.name.to_string(),
+        peer,
+        started_ms,
+        bytes_in: conn.up.bytes.load(Ordering::Relaxed),
+        bytes_out: conn.down.bytes.load(Ordering::Relaxed),
+        up_in_flight: conn.state.up.take_bytes()?,
+        down_in_flight: conn.state.down.take_bytes()?,
+        client_fin: conn.state.client_fin.load(Ordering::Relaxed),
+        server_fin: conn.state.server_fin.load(Ordering::Relaxed),
+    };
+    Ok(Parked::Established(
+        meta,
+        duplicate(&conn.client)?,
+        duplicate(&conn.upstream)?,
+    ))
+}
+
+/// A std socket sharing `stream`'s connection, registered with no poller. The
+/// original is closed by its owner afterwards (dropping it deregisters it here).
+fn duplicate(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
+    socket2::SockRef::from(stream)
+        .try_clone()
+        .map(std::net::TcpStream::from)
+}
+
+fn park_waiting(plane: &Serving, frontend: &FrontendRt, client: TcpStream, start: Start) -> Ended {
+    match duplicate(&client) {
+        Ok(socket) => {
+            plane.park(Parked::Waiting(
+                WaitingMeta {
+                    frontend: frontend.spec.name.clone(),
+                    peer: start.peer,
+                    first: start.first,
+                    started_ms: start.started_ms,
+                },
+                socket,
+            ));
+            Ended::Parked
+        }
+        Err(error) => {
+            error!(client = %start.peer, error = %error, "cannot park a waiting connection for the hand-over; resetting it");
+            pump::reset(&client);
+            Ended::Closed(Closed::early(None, "handover_lost"))
+        }
     }
 }
 
@@ -276,21 +603,49 @@ async fn vip_released(watch: Option<tokio::sync::watch::Receiver<u64>>) {
     }
 }
 
-/// A maxconn slot, waiting in FIFO order for at most `wait`. `Some(None)` when the
-/// server has no limit; `None` when the wait timed out.
-async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<OwnedSemaphorePermit>> {
+enum Slot {
+    /// `None` when the server has no limit.
+    Got(Option<OwnedSemaphorePermit>),
+    TimedOut,
+    Frozen,
+}
+
+/// A maxconn slot, waiting in FIFO order for at most `wait`, or until the plane
+/// freezes (the place in the queue is then carried by the connection's start time).
+async fn wait_for_slot(
+    server: &ServerRt,
+    wait: Duration,
+    freeze: &mut watch::Receiver<bool>,
+) -> Slot {
     let Some(slots) = &server.slots else {
-        return Some(None);
+        return Slot::Got(None);
     };
     if let Ok(permit) = slots.clone().try_acquire_owned() {
-        return Some(Some(permit));
+        return Slot::Got(Some(permit));
     }
     server.m_queue.inc();
-    let result = tokio::time::timeout(wait, slots.clone().acquire_owned()).await;
+    let result = tokio::select! {
+        result = tokio::time::timeout(wait, slots.clone().acquire_owned()) => match result {
+            Ok(Ok(permit)) => Slot::Got(Some(permit)),
+            _ => Slot::TimedOut,
+        },
+        () = frozen(freeze) => Slot::Frozen,
+    };
     server.m_queue.dec();
-    match result {
-        Ok(Ok(permit)) => Some(Some(permit)),
-        _ => None,
+    result
+}
+
+#[derive(Debug)]
+enum ConnectFailed {
+    Io(std::io::Error),
+    /// The plane froze before any byte reached the server: the client can be placed
+    /// again by the next process with nothing sent twice.
+    Frozen,
+}
+
+impl From<std::io::Error> for ConnectFailed {
+    fn from(error: std::io::Error) -> Self {
+        ConnectFailed::Io(error)
     }
 }
 
@@ -304,7 +659,12 @@ async fn wait_for_slot(server: &ServerRt, wait: Duration) -> Option<Option<Owned
 /// connect did, so the usual case costs neither the wait nor the system call. Otherwise
 /// the readiness event says whether the connect failed (error or hang-up), so SO_ERROR
 /// is read only then.
-async fn connect(addr: SocketAddr, timeout: Duration, first: &[u8]) -> std::io::Result<TcpStream> {
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    first: &[u8],
+    freeze: impl std::future::Future<Output = ()>,
+) -> Result<TcpStream, ConnectFailed> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -315,24 +675,28 @@ async fn connect(addr: SocketAddr, timeout: Duration, first: &[u8]) -> std::io::
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     let sent = pump::send_early(&stream, first)?;
     if sent.is_none() {
-        let ready =
-            tokio::time::timeout(timeout, stream.ready(Interest::WRITABLE | Interest::ERROR))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {timeout:?}"),
-                    )
-                })??;
+        // Nothing has reached the server yet: a freeze may call the attempt off.
+        let ready = tokio::select! {
+            ready = tokio::time::timeout(timeout, stream.ready(Interest::WRITABLE | Interest::ERROR)) => ready,
+            () = freeze => return Err(ConnectFailed::Frozen),
+        };
+        let ready = ready.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
         if ready.is_error() || ready.is_write_closed() {
-            return Err(stream
-                .take_error()?
-                .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
+            return Err(ConnectFailed::Io(
+                stream
+                    .take_error()?
+                    .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()),
+            ));
         }
     }
     let rest = &first[sent.unwrap_or(0)..];
@@ -363,9 +727,14 @@ mod tests {
 
     /// Connects to `server` with `first` as the client's first bytes; what `server` got.
     async fn connect_and_receive(server: &std::net::TcpListener, first: &[u8]) -> Vec<u8> {
-        connect(server.local_addr().unwrap(), Duration::from_secs(5), first)
-            .await
-            .unwrap();
+        connect(
+            server.local_addr().unwrap(),
+            Duration::from_secs(5),
+            first,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
         read_exactly(server, first.len())
     }
 
@@ -382,9 +751,15 @@ mod tests {
         let _filler = std::net::TcpStream::connect(full_addr).unwrap();
 
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let failed = connect(full_addr, Duration::from_millis(300), b"first request").await;
+        let failed = connect(
+            full_addr,
+            Duration::from_millis(300),
+            b"first request",
+            std::future::pending(),
+        )
+        .await;
         assert!(
-            matches!(&failed, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+            matches!(&failed, Err(ConnectFailed::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut),
             "{failed:?}"
         );
         assert_eq!(
@@ -398,7 +773,9 @@ mod tests {
         // Nothing to send yet: the connect is confirmed by readiness.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = listener.local_addr().unwrap();
-        let stream = connect(open, Duration::from_secs(5), b"").await.unwrap();
+        let stream = connect(open, Duration::from_secs(5), b"", std::future::pending())
+            .await
+            .unwrap();
         assert!(stream.nodelay().unwrap());
         assert_eq!(stream.peer_addr().unwrap(), open);
 
@@ -406,8 +783,8 @@ mod tests {
         // whether or not there are bytes to send.
         drop(listener);
         for bytes in [&b""[..], b"hello"] {
-            match connect(open, Duration::from_secs(5), bytes).await {
-                Err(error) => assert_eq!(
+            match connect(open, Duration::from_secs(5), bytes, std::future::pending()).await {
+                Err(ConnectFailed::Io(error)) => assert_eq!(
                     error.kind(),
                     std::io::ErrorKind::ConnectionRefused,
                     "{error}"

@@ -11,12 +11,13 @@
 
 mod accept;
 mod conn;
+pub mod handover;
 mod plane;
 mod pump;
 mod serving;
 mod workers;
 
-pub use plane::{DataPlane, DataPlaneError, ModelApplied};
+pub use plane::{DataPlane, DataPlaneError, FreezeError, ModelApplied};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -485,6 +486,41 @@ impl BackendRt {
             .get(&client)
             .is_some_and(|e| e.server == failed.name && e.open > 1);
         attempts_here == 1 && siblings_there && failed.is_up()
+    }
+
+    /// Counts an established connection handed over by another process: on `server`,
+    /// with the client's entry pointing there (it does, unless this process learnt
+    /// otherwise since; the connection's server wins, as it would have here).
+    fn adopt(&self, client: IpAddr, server: &ServerRt, now_ms: u64) {
+        server.assigned.fetch_add(1, Ordering::Relaxed);
+        let Some(table) = &self.stick else { return };
+        let assignment = table.lock().assign(
+            client,
+            now_ms,
+            |current| {
+                if *current == server.name {
+                    Stickiness::Keep
+                } else {
+                    Stickiness::Move
+                }
+            },
+            |_| Some(server.name.clone()),
+        );
+        if assignment.is_some_and(|a| !matches!(a.outcome, crate::stick::Outcome::Kept)) {
+            self.replicate(client, &server.name, now_ms);
+        }
+    }
+
+    /// This backend's stick entries with their last-seen times, for a hand-over.
+    fn export_sticks(&self) -> Vec<(IpAddr, String, u64)> {
+        let Some(table) = &self.stick else {
+            return Vec::new();
+        };
+        table
+            .lock()
+            .iter()
+            .map(|(key, entry)| (key, entry.server.to_string(), entry.last_seen_ms))
+            .collect()
     }
 
     fn release(&self, client: IpAddr, server: &ServerRt, now_ms: u64) {

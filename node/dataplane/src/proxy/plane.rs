@@ -16,6 +16,10 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::handover::{
+    Adopted, ConnMeta, Handover, ListenerMeta, Parked, PlaneState, ServerHealthCarry, StickCarry,
+    WaitingMeta,
+};
 use super::serving::{ListenerSlot, Serving};
 use super::{accept_loops, conn, listen_group, now_ms, workers, ReplicationSink, ServerRt, View};
 use crate::health::{self, Flip, Hysteresis};
@@ -33,6 +37,14 @@ pub struct ModelApplied {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error("the data plane is stopped")]
+    Stopped,
+    #[error("the data plane is frozen already (another hand-over is under way)")]
+    AlreadyFrozen,
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     #[error("frontend {frontend:?}: cannot listen on {addr}: {source}")]
     Bind {
@@ -45,7 +57,11 @@ pub enum DataPlaneError {
 struct Listener {
     slot: Arc<ListenerSlot>,
     local: SocketAddr,
-    /// One accept loop per socket of the port's SO_REUSEPORT group.
+    /// The port's SO_REUSEPORT group. Kept here, not only in the accept loops: closing
+    /// one socket of a group resets the connections in its accept queue, so a freeze
+    /// stops the loops and keeps every socket open.
+    sockets: Vec<std::net::TcpListener>,
+    /// One accept loop per socket of the group (none while frozen).
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,6 +78,11 @@ struct Runtime {
     housekeeping: Vec<JoinHandle<()>>,
     applied_once: bool,
     stopped: bool,
+    /// Frozen for a hand-over: nothing accepts, nothing relays, models wait.
+    frozen: bool,
+    /// Listening sockets handed over by the previous process, by configured address:
+    /// the next model apply takes them instead of binding.
+    inherited: BTreeMap<SocketAddr, Vec<std::net::TcpListener>>,
     bind_errors: Vec<String>,
 }
 
@@ -160,7 +181,7 @@ impl DataPlane {
     /// next model change; everything else is applied.
     pub fn apply_model(self: &Arc<Self>, model: &ClusterModel) -> ModelApplied {
         let mut rt = self.runtime.lock();
-        if rt.stopped {
+        if rt.stopped || rt.frozen {
             return ModelApplied::default();
         }
         let previous = self.view();
@@ -183,7 +204,11 @@ impl DataPlane {
                 }
                 continue;
             }
-            match listen_group(*addr, accept_loops()) {
+            let group = match rt.inherited.remove(addr) {
+                Some(inherited) => Ok(inherited),
+                None => listen_group(*addr, accept_loops()),
+            };
+            match group {
                 Ok(group) => opened.push((*addr, frontend.clone(), group)),
                 Err(source) => {
                     error!(frontend = %frontend, %addr, error = %source, "cannot listen");
@@ -206,21 +231,19 @@ impl DataPlane {
                 frontend: ArcSwap::from_pointee(frontend.clone()),
             });
             info!(frontend = %frontend, addr = %local, sockets = group.len(), "listening");
-            let workers = workers::workers();
-            let tasks = group
-                .into_iter()
-                .zip((0..workers.len()).cycle())
-                .map(|(listener, here)| {
-                    workers[here].handle.spawn(conn::accept_loop(
-                        self.serving.clone(),
-                        slot.clone(),
-                        listener,
-                        here,
-                    ))
-                })
-                .collect();
-            rt.listeners.insert(addr, Listener { slot, local, tasks });
+            let tasks = self.accept_on(&slot, &group);
+            rt.listeners.insert(
+                addr,
+                Listener {
+                    slot,
+                    local,
+                    sockets: group,
+                    tasks,
+                },
+            );
         }
+        // Handed over for a bind this model no longer has: closed.
+        rt.inherited.clear();
         let gone: Vec<SocketAddr> = rt
             .listeners
             .keys()
@@ -258,6 +281,32 @@ impl DataPlane {
             errors,
             new_stick_tables,
         }
+    }
+
+    /// Starts one accept loop per socket of a port's group, on the plane threads in
+    /// turn; each loop gets its own duplicate of the socket.
+    fn accept_on(
+        &self,
+        slot: &Arc<ListenerSlot>,
+        group: &[std::net::TcpListener],
+    ) -> Vec<JoinHandle<()>> {
+        let workers = workers::workers();
+        group
+            .iter()
+            .zip((0..workers.len()).cycle())
+            .filter_map(|(socket, here)| match socket.try_clone() {
+                Ok(listener) => Some(workers[here].handle.spawn(conn::accept_loop(
+                    self.serving.clone(),
+                    slot.clone(),
+                    listener,
+                    here,
+                ))),
+                Err(e) => {
+                    error!(frontend = %slot.frontend.load(), error = %e, "cannot duplicate a listening socket for its accept loop");
+                    None
+                }
+            })
+            .collect()
     }
 
     fn local_addr(&self, addr: SocketAddr) -> SocketAddr {
@@ -350,6 +399,243 @@ impl DataPlane {
         }
         for task in rt.housekeeping.drain(..) {
             task.abort();
+        }
+    }
+
+    /// Stops the plane for a hand-over: the accept loops end (every listening socket
+    /// stays open; the kernel queues new connections meanwhile), the health checks
+    /// pause, and every connection parks itself with its state at its next await —
+    /// within microseconds, as nothing in the connection path blocks. Waits at most
+    /// `within` for the last one; those still running then are counted as
+    /// `stragglers` (and the caller should [`DataPlane::thaw`]).
+    ///
+    /// Model changes wait while frozen (the next process applies the current model).
+    pub async fn freeze(self: &Arc<Self>, within: Duration) -> Result<Handover, FreezeError> {
+        let accept_tasks = {
+            let mut rt = self.runtime.lock();
+            if rt.stopped {
+                return Err(FreezeError::Stopped);
+            }
+            if rt.frozen {
+                return Err(FreezeError::AlreadyFrozen);
+            }
+            rt.frozen = true;
+            for (_, checker) in std::mem::take(&mut rt.checkers) {
+                checker.task.abort();
+            }
+            rt.listeners
+                .values_mut()
+                .flat_map(|l| std::mem::take(&mut l.tasks))
+                .collect::<Vec<_>>()
+        };
+        // Stopped before the freeze is announced, so no connection is accepted after
+        // the count below has started.
+        for task in &accept_tasks {
+            task.abort();
+        }
+        for task in accept_tasks {
+            let _ = task.await;
+        }
+        let frozen_at_ms = now_ms();
+        self.serving.set_frozen(true);
+        let deadline = tokio::time::Instant::now() + within;
+        while self.serving.live() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let stragglers = self.serving.live();
+        let mut handover = Handover {
+            frozen_at_ms,
+            stragglers,
+            state: self.export_state(),
+            ..Handover::default()
+        };
+        for parked in self.serving.take_parked() {
+            match parked {
+                Parked::Established(meta, client, server) => {
+                    handover.connections.push((meta, client, server));
+                }
+                Parked::Waiting(meta, client) => handover.waiting.push((meta, client)),
+            }
+        }
+        let rt = self.runtime.lock();
+        for (addr, listener) in &rt.listeners {
+            let sockets: Vec<std::net::TcpListener> = listener
+                .sockets
+                .iter()
+                .filter_map(|s| s.try_clone().ok())
+                .collect();
+            let meta = ListenerMeta {
+                addr: *addr,
+                frontend: listener.slot.frontend.load().to_string(),
+            };
+            handover.listeners.push((meta, sockets));
+        }
+        info!(
+            connections = handover.connections.len(),
+            waiting = handover.waiting.len(),
+            listeners = handover.listener_sockets(),
+            stragglers,
+            "data plane frozen for a hand-over"
+        );
+        Ok(handover)
+    }
+
+    /// Undoes a [`DataPlane::freeze`] whose hand-over did not happen: listens and
+    /// checks again and resumes every parked connection from its state, in this
+    /// process. The handed-over listener duplicates are simply closed.
+    pub fn thaw(self: &Arc<Self>, handover: Handover) -> Adopted {
+        let (go, ready) = tokio::sync::watch::channel(true);
+        {
+            let mut rt = self.runtime.lock();
+            if !rt.frozen {
+                return Adopted::default();
+            }
+            rt.frozen = false;
+            self.serving.set_frozen(false);
+            let listeners: Vec<_> = rt
+                .listeners
+                .values()
+                .map(|l| {
+                    (
+                        l.slot.clone(),
+                        l.sockets
+                            .iter()
+                            .filter_map(|s| s.try_clone().ok())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            let tasks: Vec<Vec<JoinHandle<()>>> = listeners
+                .iter()
+                .map(|(slot, sockets)| self.accept_on(slot, sockets))
+                .collect();
+            for (listener, tasks) in rt.listeners.values_mut().zip(tasks) {
+                listener.tasks = tasks;
+            }
+            let view = self.view();
+            self.sync_checkers(&mut rt, &view);
+        }
+        let adopted = self.adopt(handover.connections, handover.waiting, ready);
+        drop(go);
+        info!(
+            connections = adopted.connections,
+            waiting = adopted.waiting,
+            "data plane thawed: the hand-over did not happen, serving on"
+        );
+        adopted
+    }
+
+    /// Listening sockets handed over by the previous process; the next
+    /// [`DataPlane::apply_model`] serves them instead of binding (call it before).
+    pub fn offer_listeners(&self, listeners: Vec<(ListenerMeta, Vec<std::net::TcpListener>)>) {
+        let mut rt = self.runtime.lock();
+        for (meta, sockets) in listeners {
+            rt.inherited.insert(meta.addr, sockets);
+        }
+    }
+
+    /// Takes over connections handed over by another process (or parked by this one):
+    /// each is counted on its server and in its client's stick entry at once, and
+    /// relays (or, waiting, is placed) when `go` turns true. Call after the model they
+    /// belong to has been applied.
+    pub fn adopt(
+        self: &Arc<Self>,
+        connections: Vec<(ConnMeta, std::net::TcpStream, std::net::TcpStream)>,
+        waiting: Vec<(WaitingMeta, std::net::TcpStream)>,
+        go: tokio::sync::watch::Receiver<bool>,
+    ) -> Adopted {
+        let workers = workers::workers();
+        let adopted = Adopted {
+            connections: connections.len(),
+            waiting: waiting.len(),
+        };
+        for (i, (meta, client, server)) in connections.into_iter().enumerate() {
+            let to = conn::least_loaded(workers, i % workers.len());
+            let guards = (workers[to].carry(), self.serving.track());
+            workers[to].handle.spawn(conn::resume(
+                self.serving.clone(),
+                meta,
+                client,
+                server,
+                go.clone(),
+                guards,
+            ));
+        }
+        // Oldest first, so they queue for their server in the order they arrived.
+        let mut waiting = waiting;
+        waiting.sort_by_key(|(meta, _)| meta.started_ms);
+        for (i, (meta, client)) in waiting.into_iter().enumerate() {
+            let to = conn::least_loaded(workers, i % workers.len());
+            let guards = (workers[to].carry(), self.serving.track());
+            workers[to].handle.spawn(conn::handle(
+                self.serving.clone(),
+                Arc::new(meta.frontend),
+                client,
+                meta.peer,
+                conn::Arrival::Waiting {
+                    first: meta.first,
+                    started_ms: meta.started_ms,
+                    go: go.clone(),
+                },
+                guards,
+            ));
+        }
+        adopted
+    }
+
+    /// The stick entries and server health of the current view.
+    pub fn export_state(&self) -> PlaneState {
+        let view = self.view();
+        let mut state = PlaneState::default();
+        for (name, backend) in &view.backends {
+            let entries = backend.export_sticks();
+            if !entries.is_empty() {
+                state.sticks.push(StickCarry {
+                    backend: name.clone(),
+                    entries,
+                });
+            }
+            for server in &backend.servers {
+                state.health.push(ServerHealthCarry {
+                    backend: name.clone(),
+                    server: server.name.to_string(),
+                    probed: server.probed.load(Ordering::Relaxed),
+                    up: server.up.load(Ordering::Relaxed),
+                    replicated_up: server.replicated_up.load(Ordering::Relaxed),
+                });
+            }
+        }
+        state
+    }
+
+    /// Takes in the tables of the previous process (after its model has been applied
+    /// here): stick entries merge like replicated ones, and each server's health
+    /// continues where it was, so its checker starts from the same verdict.
+    pub fn import_state(&self, state: &PlaneState) {
+        let view = self.view();
+        for carry in &state.sticks {
+            let Some(backend) = view.backends.get(&carry.backend) else {
+                continue;
+            };
+            let names: Vec<(IpAddr, Arc<str>, u64)> = carry
+                .entries
+                .iter()
+                .map(|(key, server, seen)| (*key, Arc::from(server.as_str()), *seen))
+                .collect();
+            backend.merge_sticks(names.iter().map(|(k, s, t)| (*k, s, *t)));
+        }
+        for carry in &state.health {
+            let Some(server) = view
+                .backends
+                .get(&carry.backend)
+                .and_then(|b| b.server(&carry.server))
+            else {
+                continue;
+            };
+            server.set_replicated_up(carry.replicated_up);
+            if carry.probed {
+                server.set_probed_up(carry.up);
+            }
         }
     }
 

@@ -89,25 +89,84 @@ pub enum PumpError {
     Write(io::Error),
 }
 
+/// What a relay holds beyond its two sockets, kept by the connection rather than in
+/// the relay's future: per direction the bytes read but not yet written, and which
+/// sides have sent their FIN. The relay future may be dropped at any await — a live
+/// upgrade freezes the plane that way — and this still says exactly where each byte
+/// stream stands, so the connection can be resumed, here or in another process,
+/// without losing, repeating or reordering a byte.
+#[derive(Default)]
+pub struct RelayState {
+    /// Client → server.
+    pub up: InFlight,
+    /// Server → client.
+    pub down: InFlight,
+    /// The client has sent its FIN (and it has been passed on to the server).
+    pub client_fin: AtomicBool,
+    /// The server has sent its FIN (and it has been passed on to the client).
+    pub server_fin: AtomicBool,
+}
+
+/// One direction's bytes read from one socket and not yet written to the other: a
+/// user-space buffer on the copy path, a loaded pipe on the splice path (never both).
+#[derive(Default)]
+pub struct InFlight {
+    pending: Vec<u8>,
+    #[cfg(target_os = "linux")]
+    pipe: Option<splice::Loaded>,
+}
+
+impl InFlight {
+    /// Bytes to write before anything new is read (a resumed connection's).
+    pub fn from_bytes(pending: Vec<u8>) -> Self {
+        InFlight {
+            pending,
+            ..InFlight::default()
+        }
+    }
+
+    /// Everything still to be written, in order, leaving this empty.
+    pub fn take_bytes(&mut self) -> io::Result<Vec<u8>> {
+        let mut bytes = std::mem::take(&mut self.pending);
+        #[cfg(target_os = "linux")]
+        if let Some(loaded) = self.pipe.take() {
+            bytes.extend_from_slice(&loaded.drain()?);
+        }
+        Ok(bytes)
+    }
+}
+
 /// Relays until both directions are closed, one side fails, or both sides have been
 /// silent past their idle timeouts (a connection that streams one way only is not idle).
+/// Starts from `state` (bytes in flight first, closed directions stay closed); when the
+/// future is dropped before it ends, `state` holds what a resumed relay needs.
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
     idle: &Idle,
     client_to_server: (&Flow, &Counter),
     server_to_client: (&Flow, &Counter),
+    state: &mut RelayState,
 ) -> End {
     let start = Instant::now();
-    // Which sides have sent their FIN (each flag set by the direction reading it).
-    let (client_fin, server_fin) = (AtomicBool::new(false), AtomicBool::new(false));
+    let RelayState {
+        up: up_in_flight,
+        down: down_in_flight,
+        client_fin,
+        server_fin,
+    } = state;
+    let (mut up_open, mut down_open) = (
+        !client_fin.load(Ordering::Relaxed),
+        !server_fin.load(Ordering::Relaxed),
+    );
     let up = pump(
         client,
         server,
         client_to_server.0,
         client_to_server.1,
         start,
-        (&client_fin, &server_fin),
+        (client_fin, server_fin),
+        up_in_flight,
     );
     let down = pump(
         server,
@@ -115,10 +174,10 @@ pub async fn relay(
         server_to_client.0,
         server_to_client.1,
         start,
-        (&server_fin, &client_fin),
+        (server_fin, client_fin),
+        down_in_flight,
     );
     tokio::pin!(up, down);
-    let (mut up_open, mut down_open) = (true, true);
     let mut first_fin = None;
     let deadline = || {
         let last = |flow: &Flow| Duration::from_millis(flow.last_read_ms.load(Ordering::Relaxed));
@@ -194,6 +253,7 @@ async fn pump(
     counter: &Counter,
     start: Instant,
     fins: (&AtomicBool, &AtomicBool),
+    in_flight: &mut InFlight,
 ) -> Result<(), PumpError> {
     let account = |n: usize| {
         flow.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -201,16 +261,20 @@ async fn pump(
             .store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         counter.inc_by(n as u64);
     };
-    // Bytes read but not yet accepted by `to`: empty (and unallocated) unless the
-    // receiver pushes back.
-    let mut pending: Vec<u8> = Vec::new();
+    // A resumed connection's bytes go first.
+    if !in_flight.pending.is_empty() {
+        write_pending(to, &mut in_flight.pending)
+            .await
+            .map_err(PumpError::Write)?;
+        in_flight.pending = Vec::new();
+    }
     #[cfg(target_os = "linux")]
     let mut bulk = false;
     loop {
         from.readable().await.map_err(PumpError::Read)?;
         #[cfg(target_os = "linux")]
         if bulk {
-            match splice::step(from, to, &account).await? {
+            match splice::step(from, to, &account, &mut in_flight.pipe).await? {
                 splice::Step::Moved(n) => {
                     bulk = n >= splice::STAY_BULK;
                     continue;
@@ -224,7 +288,7 @@ async fn pump(
                 splice::Step::Unavailable => bulk = false,
             }
         }
-        match copy_step(from, to, &mut pending, &account)? {
+        match copy_step(from, to, &mut in_flight.pending, &account)? {
             Step::Moved(n) => {
                 #[cfg(target_os = "linux")]
                 {
@@ -232,10 +296,12 @@ async fn pump(
                 }
                 #[cfg(not(target_os = "linux"))]
                 let _ = n;
-                if !pending.is_empty() {
-                    write_all(to, &pending).await.map_err(PumpError::Write)?;
+                if !in_flight.pending.is_empty() {
+                    write_pending(to, &mut in_flight.pending)
+                        .await
+                        .map_err(PumpError::Write)?;
                     // Give the memory back: this connection may now idle for hours.
-                    pending = Vec::new();
+                    in_flight.pending = Vec::new();
                 }
             }
             Step::Eof => {
@@ -388,6 +454,23 @@ pub(super) async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()>
     Ok(())
 }
 
+/// Writes all of `pending`, removing each part from it as the receiver takes it: a
+/// freeze that drops this future mid-way leaves exactly the unwritten rest.
+async fn write_pending(to: &TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
+    while !pending.is_empty() {
+        to.writable().await?;
+        match to.try_write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Zero-copy relay of bulk data through a pipe: `splice(from → pipe)`, then
 /// `splice(pipe → to)` until the pipe is empty.
 #[cfg(target_os = "linux")]
@@ -451,10 +534,46 @@ mod splice {
 
     const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
+    /// A pipe holding `left` bytes spliced in from one socket and not yet out to the
+    /// other.
+    pub(super) struct Loaded {
+        pipe: Pipe,
+        left: usize,
+    }
+
+    impl Loaded {
+        /// The bytes still in the pipe, read out into memory (for a hand-over).
+        pub(super) fn drain(self) -> io::Result<Vec<u8>> {
+            let mut bytes = vec![0; self.left];
+            let mut got = 0;
+            while got < bytes.len() {
+                match nix::unistd::read(&self.pipe.read, &mut bytes[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if got != bytes.len() {
+                return Err(io::Error::other(format!(
+                    "a relay pipe held {got} of the {} bytes it should",
+                    bytes.len()
+                )));
+            }
+            // Empty again: it may serve another connection.
+            self.pipe.give_back();
+            Ok(bytes)
+        }
+    }
+
+    /// One splice in, then out until the pipe is empty. While bytes wait for the
+    /// receiver the loaded pipe sits in `slot`, so dropping this future there leaves
+    /// them with the connection ([`super::InFlight`]) instead of closing them away.
     pub(super) async fn step(
         from: &TcpStream,
         to: &TcpStream,
         account: &(dyn Fn(usize) + Sync),
+        slot: &mut Option<Loaded>,
     ) -> Result<Step, PumpError> {
         let Ok(pipe) = Pipe::take() else {
             return Ok(Step::Unavailable);
@@ -474,20 +593,22 @@ mod splice {
             Err(e) => return Err(PumpError::Read(e)),
         };
         account(n);
-        let mut left = n;
-        while left > 0 {
+        let loaded = slot.insert(Loaded { pipe, left: n });
+        while loaded.left > 0 {
             to.writable().await.map_err(PumpError::Write)?;
             match to.try_io(Interest::WRITABLE, || {
-                fcntl::splice(&pipe.read, None, to, None, left, FLAGS).map_err(io::Error::from)
+                fcntl::splice(&loaded.pipe.read, None, to, None, loaded.left, FLAGS)
+                    .map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(PumpError::Write(io::ErrorKind::WriteZero.into())),
-                Ok(w) => left -= w,
+                Ok(w) => loaded.left -= w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(PumpError::Write(e)),
             }
         }
-        // Dropped instead (closing it) if this future is dropped with bytes inside.
-        pipe.give_back();
+        if let Some(empty) = slot.take() {
+            empty.pipe.give_back();
+        }
         Ok(Step::Moved(n))
     }
 }
@@ -583,7 +704,16 @@ mod tests {
         let task = tokio::spawn(async move {
             let (up, down) = (Flow::default(), Flow::default());
             let (cu, cd) = (Counter::default(), Counter::default());
-            let end = relay(&client_side, &server_side, &idle, (&up, &cu), (&down, &cd)).await;
+            let mut state = RelayState::default();
+            let end = relay(
+                &client_side,
+                &server_side,
+                &idle,
+                (&up, &cu),
+                (&down, &cd),
+                &mut state,
+            )
+            .await;
             if let End::Reset { .. } = end {
                 reset(&client_side);
                 reset(&server_side);

@@ -5,12 +5,14 @@
 //! `plane`, which spawns it).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::handover::Parked;
 use super::{now_ms, View};
 
 /// A bound port. The frontend it serves can change without closing the socket.
@@ -28,6 +30,22 @@ pub(super) struct Serving {
     /// Wall-clock ms of the first connection accepted since [`Serving::arm_first_accept`];
     /// 0 while armed and waiting, `u64::MAX` when not armed.
     first_accept_ms: AtomicU64,
+    /// Set while the plane is frozen for a hand-over: every connection parks itself at
+    /// its next await ([`Serving::park`]) instead of going on.
+    frozen: watch::Sender<bool>,
+    /// Connection tasks alive, from accept (or adoption) to their end or parking: the
+    /// freeze is complete when it is 0.
+    live: AtomicUsize,
+    parked: Mutex<Vec<Parked>>,
+}
+
+/// One connection task counted in [`Serving::live`] until it drops.
+pub(super) struct Live(Arc<Serving>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl Serving {
@@ -37,7 +55,38 @@ impl Serving {
             vips: ArcSwap::from_pointee(Vec::new()),
             vips_released: watch::channel(0).0,
             first_accept_ms: AtomicU64::new(u64::MAX),
+            frozen: watch::channel(false).0,
+            live: AtomicUsize::new(0),
+            parked: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts a connection task until the guard drops.
+    pub(super) fn track(self: &Arc<Self>) -> Live {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Live(self.clone())
+    }
+
+    pub(super) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Resolves while the plane is frozen (at once if it is now).
+    pub(super) fn freeze_watch(&self) -> watch::Receiver<bool> {
+        self.frozen.subscribe()
+    }
+
+    pub(super) fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+
+    /// A connection's state and sockets, left for the hand-over.
+    pub(super) fn park(&self, parked: Parked) {
+        self.parked.lock().push(parked);
+    }
+
+    pub(super) fn take_parked(&self) -> Vec<Parked> {
+        std::mem::take(&mut *self.parked.lock())
     }
 
     pub(super) fn view(&self) -> Arc<View> {
@@ -90,5 +139,12 @@ impl Serving {
                 Ordering::Relaxed,
             );
         }
+    }
+}
+
+/// Resolves once `watch` says frozen; never if its sender is gone.
+pub(super) async fn frozen(watch: &mut watch::Receiver<bool>) {
+    if watch.wait_for(|frozen| *frozen).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -1,0 +1,465 @@
+//! The old process's side of a live upgrade.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ballast_api::types::{ProcessInfo, UpgradeReport, VrrpState};
+use ballast_dataplane::proxy::handover::Handover;
+use ballast_dataplane::proxy::{now_ms, DataPlane};
+use ballast_raft_store::replica::Replica;
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::protocol::{Commit, FromNew, FromOld, Offer, FORMAT, SOCKET_ENV};
+use super::{wire, UpgradeError};
+use crate::cluster::Journal;
+use crate::config::Config;
+
+/// Longest `<new binary> check` may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// From starting the new process to its hello, and from the offer to its prepared:
+/// what "does not confirm" means.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// From the offer to the new process's prepared: the relays stand still meanwhile, so
+/// this bounds the longest pause a failed upgrade can cause (adopting 9,000
+/// connections takes well under a second).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(3);
+/// From the commit to the new process serving (it opens Raft, VRRP and the API).
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long connections may take to park (they do within microseconds).
+const FREEZE_BOUND: Duration = Duration::from_secs(2);
+/// After the new process serves: time for the answer to `POST /v1/node/upgrade` to
+/// leave before this process exits.
+const EXIT_DELAY: Duration = Duration::from_millis(200);
+
+/// What the upgrade needs of the running node, set once it has started.
+pub struct Parts {
+    pub plane: Option<Arc<DataPlane>>,
+    pub replica: Arc<Replica>,
+    pub journal: Option<Arc<Journal>>,
+    pub vip: Arc<Mutex<Option<crate::vip::Vip>>>,
+    /// A duplicate of the API's listening socket (the API server owns the original).
+    pub api_listener: Option<std::net::TcpListener>,
+    /// The API's accept loop: stopped at the commit so no request lands here after.
+    pub api_task: Mutex<Option<JoinHandle<()>>>,
+    /// Tasks that feed Raft from the plane and back; stopped with Raft.
+    pub loops: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub struct Upgrader {
+    config: Config,
+    /// The path this process was started from: an upgrade runs the file there now.
+    binary: PathBuf,
+    /// This process's arguments, given to the new one as they are.
+    args: Vec<OsString>,
+    process: ProcessInfo,
+    busy: AtomicBool,
+    parts: OnceLock<Parts>,
+}
+
+impl Upgrader {
+    /// `last_upgrade`: the hand-over that started this process, if one did.
+    pub fn new(config: Config, upgrades: u64, last_upgrade: Option<UpgradeReport>) -> Arc<Self> {
+        let binary = current_binary();
+        Arc::new(Upgrader {
+            config,
+            process: ProcessInfo {
+                pid: std::process::id(),
+                started_at: now_ms(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                binary: binary.display().to_string(),
+                upgrades,
+                last_upgrade,
+            },
+            binary,
+            args: std::env::args_os().skip(1).collect(),
+            busy: AtomicBool::new(false),
+            parts: OnceLock::new(),
+        })
+    }
+
+    pub fn set_parts(&self, parts: Parts) {
+        if self.parts.set(parts).is_err() {
+            warn!("the upgrader's parts were set twice; keeping the first");
+        }
+    }
+
+    pub fn process(&self) -> ProcessInfo {
+        self.process.clone()
+    }
+
+    /// Runs a live upgrade. On success this process exits shortly after returning (the
+    /// caller has that long to answer); on failure before the commit point it serves
+    /// on, and after it (the new process died while starting) it exits non-zero.
+    pub async fn upgrade(self: &Arc<Self>) -> Result<UpgradeReport, UpgradeError> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            warn!("live upgrade refused: an upgrade is already in progress");
+            return Err(UpgradeError::Busy);
+        }
+        let result = self.clone().run().await;
+        match &result {
+            Ok(report) => {
+                info!(
+                    to_pid = report.to_pid,
+                    connections = report.connections,
+                    waiting = report.waiting,
+                    listeners = report.listeners,
+                    bytes_in_flight = report.bytes_in_flight,
+                    pause_ms = report.pause_ms,
+                    duration_ms = report.duration_ms,
+                    "live upgrade done: the new process serves; exiting"
+                );
+                exit_soon(0);
+            }
+            Err(UpgradeError::AfterCommit(reason)) => {
+                error!(reason = %reason, "live upgrade failed after the commit point: this process let go of everything; exiting");
+                exit_soon(1);
+            }
+            Err(e) => {
+                error!(error = %e, "live upgrade failed: this process keeps serving");
+                self.busy.store(false, Ordering::Release);
+            }
+        }
+        result
+    }
+
+    async fn run(self: Arc<Self>) -> Result<UpgradeReport, UpgradeError> {
+        let at_ms = now_ms();
+        if self.parts.get().is_none() {
+            return Err(UpgradeError::NotStarted);
+        }
+        info!(binary = %self.binary.display(), "live upgrade: checking the new binary");
+        std::fs::metadata(&self.binary).map_err(|source| UpgradeError::Missing {
+            path: self.binary.display().to_string(),
+            source,
+        })?;
+        self.check_config().await?;
+        let socket_path = self.config.node.data_dir.join("handover.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let listener = UnixListener::bind(&socket_path)?;
+        // Only this user may connect (the peer's pid is checked too).
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        let child = std::process::Command::new(&self.binary)
+            .args(&self.args)
+            .env(SOCKET_ENV, &socket_path)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(UpgradeError::Spawn)?;
+        info!(pid = child.id(), "live upgrade: new process started");
+        let runtime = Handle::current();
+        let me = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut child = child;
+            let result = me.converse(&runtime, &listener, &mut child, at_ms);
+            if matches!(&result, Err(e) if !matches!(e, UpgradeError::AfterCommit(_))) {
+                // Before the commit the new process must not live on: it holds
+                // duplicates of everything, and would serve beside this one.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            result
+        })
+        .await
+        .map_err(|e| UpgradeError::Internal(e.to_string()));
+        let _ = std::fs::remove_file(&socket_path);
+        result?
+    }
+
+    /// `<binary> check --config <this node's config>`, bounded.
+    async fn check_config(&self) -> Result<(), UpgradeError> {
+        let run = tokio::process::Command::new(&self.binary)
+            .arg("check")
+            .arg("--config")
+            .arg(&self.config.path)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(CHECK_TIMEOUT, run)
+            .await
+            .map_err(|_| UpgradeError::CheckTimeout(CHECK_TIMEOUT))?
+            .map_err(UpgradeError::Spawn)?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&output.stderr).to_string()
+            + &String::from_utf8_lossy(&output.stdout);
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(UpgradeError::Check {
+            status: output.status.to_string(),
+            output: tail.join(" / "),
+        })
+    }
+
+    /// The conversation, on a blocking thread (the hand-over socket is a blocking one
+    /// with timeouts; async work is run through `runtime`).
+    fn converse(
+        &self,
+        runtime: &Handle,
+        listener: &UnixListener,
+        child: &mut Child,
+        at_ms: u64,
+    ) -> Result<UpgradeReport, UpgradeError> {
+        let parts = self.parts.get().ok_or(UpgradeError::NotStarted)?;
+        let mut socket = accept_child(listener, child)?;
+        match wire::receive::<FromNew>(&mut socket).map_err(|e| silence(e.into(), child))? {
+            (FromNew::Hello { format, .. }, _) if format == FORMAT => {}
+            (
+                FromNew::Hello {
+                    format, version, ..
+                },
+                _,
+            ) => {
+                let reason = format!(
+                    "version {version} speaks hand-over format {format}, this one {FORMAT}"
+                );
+                let _ = wire::send(&mut socket, &FromOld::Refused { reason }, &[]);
+                return Err(UpgradeError::Format {
+                    theirs: format,
+                    ours: FORMAT,
+                });
+            }
+            (other, _) => {
+                return Err(UpgradeError::Protocol(format!(
+                    "expected a hello, got {other:?}"
+                )))
+            }
+        }
+        let handover = match &parts.plane {
+            Some(plane) => runtime
+                .block_on(plane.freeze(FREEZE_BOUND))
+                .map_err(|e| UpgradeError::Freeze(e.to_string()))?,
+            None => Handover::default(),
+        };
+        match self.offer(parts, &mut socket, &handover, at_ms, child) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = wire::send(
+                    &mut socket,
+                    &FromOld::Abort {
+                        reason: e.to_string(),
+                    },
+                    &[],
+                );
+                if let Some(plane) = &parts.plane {
+                    plane.thaw(handover);
+                }
+                return Err(e);
+            }
+        }
+        // The commit point. This process's copies of the sockets close with it.
+        drop(handover);
+        let commit = self.let_go(parts, runtime);
+        wire::send(&mut socket, &FromOld::Commit(Box::new(commit)), &[])
+            .map_err(|e| UpgradeError::AfterCommit(e.to_string()))?;
+        socket.set_read_timeout(Some(READY_TIMEOUT))?;
+        match wire::receive::<FromNew>(&mut socket) {
+            Ok((FromNew::Ready(report), _)) => Ok(report),
+            Ok((other, _)) => Err(UpgradeError::AfterCommit(format!(
+                "expected ready, got {other:?}"
+            ))),
+            Err(e) => Err(UpgradeError::AfterCommit(format!(
+                "no ready within {READY_TIMEOUT:?}: {e}"
+            ))),
+        }
+    }
+
+    /// Sends the offer and waits for the new process to have adopted it.
+    fn offer(
+        &self,
+        parts: &Parts,
+        socket: &mut UnixStream,
+        handover: &Handover,
+        at_ms: u64,
+        child: &mut Child,
+    ) -> Result<(), UpgradeError> {
+        if handover.stragglers > 0 {
+            return Err(UpgradeError::Freeze(format!(
+                "{} connections did not park within {FREEZE_BOUND:?}",
+                handover.stragglers
+            )));
+        }
+        let (model_json, model_revision) = parts.replica.read(|a| {
+            (
+                serde_json::to_string(&a.state.model),
+                a.state.model_revision,
+            )
+        });
+        let model_json = model_json.map_err(|e| UpgradeError::Internal(e.to_string()))?;
+        let offer = Offer {
+            from_pid: std::process::id(),
+            at_ms,
+            frozen_at_ms: handover.frozen_at_ms,
+            upgrades: self.process.upgrades,
+            model_json,
+            model_revision,
+            plane: handover.state.clone(),
+            listeners: handover
+                .listeners
+                .iter()
+                .map(|(meta, group)| (meta.clone(), group.len()))
+                .collect(),
+            connections: handover
+                .connections
+                .iter()
+                .map(|(m, _, _)| m.clone())
+                .collect(),
+            waiting: handover.waiting.iter().map(|(m, _)| m.clone()).collect(),
+            api_listener: parts.api_listener.is_some(),
+        };
+        let mut fds: Vec<RawFd> = Vec::with_capacity(offer.descriptors());
+        for (_, group) in &handover.listeners {
+            fds.extend(group.iter().map(AsRawFd::as_raw_fd));
+        }
+        for (_, client, server) in &handover.connections {
+            fds.push(client.as_raw_fd());
+            fds.push(server.as_raw_fd());
+        }
+        fds.extend(handover.waiting.iter().map(|(_, c)| c.as_raw_fd()));
+        fds.extend(parts.api_listener.iter().map(AsRawFd::as_raw_fd));
+        wire::send(socket, &FromOld::Offer(Box::new(offer)), &fds)?;
+        socket.set_read_timeout(Some(PREPARE_TIMEOUT))?;
+        match wire::receive::<FromNew>(socket).map_err(|e| silence(e.into(), child))? {
+            (
+                FromNew::Prepared {
+                    connections,
+                    waiting,
+                },
+                _,
+            ) => {
+                info!(
+                    connections,
+                    waiting, "live upgrade: the new process has adopted everything"
+                );
+                Ok(())
+            }
+            (FromNew::Failed { reason }, _) => Err(UpgradeError::Prepare(reason)),
+            (other, _) => Err(UpgradeError::Protocol(format!(
+                "expected prepared, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Past the commit point: stops the API's accept loop, VRRP (without a word: the
+    /// new process goes on as master) and Raft, and takes the journal's pending
+    /// decisions for the new process.
+    fn let_go(&self, parts: &Parts, runtime: &Handle) -> Commit {
+        if let Some(task) = parts.api_task.lock().take() {
+            task.abort();
+        }
+        let vip = parts.vip.lock().take();
+        let vrrp_master = match vip {
+            Some(vip) => {
+                let master = crate::vip::status(&vip.observer()).state == VrrpState::Master;
+                runtime.block_on(vip.stop());
+                master
+            }
+            None => false,
+        };
+        runtime.block_on(parts.replica.shutdown());
+        let journal = match &parts.journal {
+            Some(journal) => {
+                // A proposal that was under way fails now and puts its decisions back.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while journal.in_flight() > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                for task in parts.loops.lock().drain(..) {
+                    task.abort();
+                }
+                journal.export()
+            }
+            None => Default::default(),
+        };
+        info!(
+            vrrp_master,
+            journal_sticks = journal
+                .sticks
+                .iter()
+                .map(|b| b.updates.len())
+                .sum::<usize>(),
+            "live upgrade: let go of Raft and VRRP"
+        );
+        Commit {
+            journal,
+            vrrp_master,
+        }
+    }
+}
+
+/// The hand-over connection from `child` (its pid checked), or why not within
+/// [`STEP_TIMEOUT`].
+fn accept_child(listener: &UnixListener, child: &mut Child) -> Result<UnixStream, UpgradeError> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((socket, _)) => {
+                let peer = nix::sys::socket::getsockopt(
+                    &socket,
+                    nix::sys::socket::sockopt::PeerCredentials,
+                )
+                .map(|c| c.pid() as u32);
+                if peer.ok() != Some(child.id()) {
+                    warn!(peer = ?peer, "hand-over socket: a process other than the new one connected; ignored");
+                    continue;
+                }
+                socket.set_nonblocking(false)?;
+                socket.set_read_timeout(Some(STEP_TIMEOUT))?;
+                return Ok(socket);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(UpgradeError::Exited(status.to_string()));
+        }
+        if Instant::now() >= deadline {
+            return Err(UpgradeError::Timeout(STEP_TIMEOUT));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Names a silent hand-over socket for what it is: the new process exited, or hangs.
+fn silence(error: UpgradeError, child: &mut Child) -> UpgradeError {
+    if !error.is_silence() {
+        return error;
+    }
+    // A crashing process closes the socket a moment before it can be reaped.
+    for _ in 0..50 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return UpgradeError::Exited(status.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    UpgradeError::Timeout(STEP_TIMEOUT)
+}
+
+/// The path this process runs from, as the file system names it now. Once a package
+/// upgrade has replaced the file, the kernel shows the running image as
+/// "<path> (deleted)": the path is still where the new binary is.
+fn current_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ballast"));
+    let text = exe.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) => Path::new(path).to_path_buf(),
+        None => exe,
+    }
+}
+
+fn exit_soon(code: i32) {
+    std::thread::spawn(move || {
+        std::thread::sleep(EXIT_DELAY);
+        std::process::exit(code);
+    });
+}

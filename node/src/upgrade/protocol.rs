@@ -1,0 +1,106 @@
+//! The conversation between the old and the new process of a live upgrade, one message
+//! at a time over the hand-over socket ([`super::wire`]):
+//!
+//! ```text
+//!   old (serving)                                   new (started by old)
+//!                      ◀── Hello {format, pid, version}
+//!   checks the format; freezes its data plane
+//!   Offer {model, plane state, metadata} + fds ──▶  adopts listeners and connections
+//!                                                   (paused), builds its plane
+//!                      ◀── Prepared {counts}        (or Failed {reason}: old thaws)
+//!   ── commit point: from here the new process owns everything ──
+//!   stops VRRP silently, stops Raft (closes raft.redb), takes its journal
+//!   Commit {journal, vrrp} ──▶                      relays resume; opens Raft, VRRP, API
+//!                      ◀── Ready {report}
+//!   exits
+//! ```
+//!
+//! Anything else, a closed socket or a timeout before the commit point makes the old
+//! process take everything back (it kept its own descriptors) and kill the new one.
+
+use ballast_api::types::UpgradeReport;
+use ballast_dataplane::proxy::handover::{ConnMeta, ListenerMeta, PlaneState, WaitingMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::JournalCarry;
+
+/// The hand-over format. A new binary with another one is refused before anything is
+/// frozen: change it whenever a message or the descriptor order changes.
+pub const FORMAT: u32 = 1;
+
+/// Environment variable naming the hand-over socket, set by the old process for the
+/// new one; its presence makes `ballast run` take over instead of starting fresh.
+pub const SOCKET_ENV: &str = "BALLAST_HANDOVER_SOCKET";
+
+/// New → old.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromNew {
+    Hello {
+        format: u32,
+        pid: u32,
+        version: String,
+    },
+    /// Everything offered is adopted and paused; the old process may let go.
+    Prepared { connections: usize, waiting: usize },
+    /// The offer could not be taken; the old process keeps serving.
+    Failed { reason: String },
+    /// Serving: the old process exits.
+    Ready(UpgradeReport),
+}
+
+/// Old → new.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromOld {
+    /// Not this format (or not now): the new process exits.
+    Refused {
+        reason: String,
+    },
+    Offer(Box<Offer>),
+    Commit(Box<Commit>),
+    /// Called off before the commit point (the old process resumes serving).
+    Abort {
+        reason: String,
+    },
+}
+
+/// What the old process hands over; its descriptors follow in this order: every
+/// listener group's sockets (in `listeners` order), each connection's client then
+/// server socket, each waiting client, and last the API's listening socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Offer {
+    pub from_pid: u32,
+    /// Unix ms when the old process started the upgrade.
+    pub at_ms: u64,
+    pub frozen_at_ms: u64,
+    /// Upgrades in this node's lineage before this one.
+    pub upgrades: u64,
+    /// The cluster model the old plane serves (JSON: the model's serde uses text forms
+    /// a compact binary format cannot read back).
+    pub model_json: String,
+    pub model_revision: u64,
+    pub plane: PlaneState,
+    /// Each port and how many sockets its group has.
+    pub listeners: Vec<(ListenerMeta, usize)>,
+    pub connections: Vec<ConnMeta>,
+    pub waiting: Vec<WaitingMeta>,
+    pub api_listener: bool,
+}
+
+impl Offer {
+    /// Descriptors that follow this offer.
+    pub fn descriptors(&self) -> usize {
+        self.listeners.iter().map(|(_, n)| n).sum::<usize>()
+            + 2 * self.connections.len()
+            + self.waiting.len()
+            + usize::from(self.api_listener)
+    }
+}
+
+/// Sent once the old process has let go of Raft and VRRP.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Commit {
+    /// Decisions the old process had not replicated yet.
+    pub journal: JournalCarry,
+    /// The old process was the VRRP master: the new one resumes as master at once.
+    pub vrrp_master: bool,
+}

@@ -1,0 +1,254 @@
+//! The new process's side of a live upgrade: connect to the hand-over socket the old
+//! process named, take what it offers into a paused data plane, and resume it all at
+//! the commit.
+
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_api::types::UpgradeReport;
+use ballast_dataplane::metrics::Metrics;
+use ballast_dataplane::proxy::handover::{Adopted, ListenerMeta};
+use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
+use ballast_model::model::ClusterModel;
+use tracing::info;
+
+use super::protocol::{Commit, FromNew, FromOld, Offer, FORMAT};
+use super::{wire, UpgradeError};
+use crate::cluster::Journal;
+use crate::config::Config;
+
+/// How long the new process waits for each of the old process's steps (the offer after
+/// its hello, the commit after its prepared).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A data plane taken over, serving, and what the node needs to finish starting.
+pub struct TakenOver {
+    pub plane: Arc<DataPlane>,
+    /// The API's listening socket, when the old process had one.
+    pub api_listener: Option<TcpListener>,
+    /// Resume VRRP as master.
+    pub vrrp_master: bool,
+    /// Upgrades in the lineage, this one included.
+    pub upgrades: u64,
+    report: UpgradeReport,
+    socket: UnixStream,
+}
+
+impl TakenOver {
+    /// Tells the old process this one serves (it exits then) and returns the figures.
+    pub fn confirm(mut self) -> UpgradeReport {
+        self.report.duration_ms = now_ms().saturating_sub(self.report.at);
+        if let Err(e) = wire::send(&mut self.socket, &FromNew::Ready(self.report.clone()), &[]) {
+            // It is past the commit point and exits on its own bound anyway.
+            tracing::warn!(error = %e, "could not tell the old process that this one serves");
+        }
+        info!(
+            from_pid = self.report.from_pid,
+            connections = self.report.connections,
+            waiting = self.report.waiting,
+            listeners = self.report.listeners,
+            bytes_in_flight = self.report.bytes_in_flight,
+            pause_ms = self.report.pause_ms,
+            duration_ms = self.report.duration_ms,
+            "live upgrade: this process serves"
+        );
+        self.report
+    }
+
+    pub fn report(&self) -> &UpgradeReport {
+        &self.report
+    }
+}
+
+/// Takes over from the old process listening on `socket_path`. Errors before the
+/// commit leave the old process serving (it sees this one exit).
+pub async fn take_over(
+    config: &Config,
+    socket_path: &Path,
+    metrics: Arc<Metrics>,
+    journal: Arc<Journal>,
+) -> Result<TakenOver, UpgradeError> {
+    let path: PathBuf = socket_path.to_path_buf();
+    let (mut socket, offer, fds) = tokio::task::spawn_blocking(move || hello(&path))
+        .await
+        .map_err(|e| UpgradeError::Internal(e.to_string()))??;
+    info!(
+        from_pid = offer.from_pid,
+        connections = offer.connections.len(),
+        waiting = offer.waiting.len(),
+        descriptors = fds.len(),
+        "live upgrade: offer received"
+    );
+    let sink: Arc<dyn ReplicationSink> = journal.clone();
+    let plane = DataPlane::new(metrics, Some(sink), config.node.bind_ip);
+    let (go, paused) = tokio::sync::watch::channel(false);
+    let (adopted, api_listener) = match adopt(&plane, &offer, fds, paused) {
+        Ok(taken) => taken,
+        Err(reason) => {
+            let _ = wire::send(
+                &mut socket,
+                &FromNew::Failed {
+                    reason: reason.clone(),
+                },
+                &[],
+            );
+            return Err(UpgradeError::Prepare(reason));
+        }
+    };
+    let (socket, commit) = tokio::task::spawn_blocking(move || {
+        let mut socket = socket;
+        wire::send(
+            &mut socket,
+            &FromNew::Prepared {
+                connections: adopted.connections,
+                waiting: adopted.waiting,
+            },
+            &[],
+        )?;
+        match wire::receive::<FromOld>(&mut socket)?.0 {
+            FromOld::Commit(commit) => Ok((socket, commit)),
+            FromOld::Abort { reason } => Err(UpgradeError::Aborted(reason)),
+            other => Err(UpgradeError::Protocol(format!(
+                "expected a commit, got {other:?}"
+            ))),
+        }
+    })
+    .await
+    .map_err(|e| UpgradeError::Internal(e.to_string()))??;
+    // The commit point: the old process has let go. Everything moves again.
+    go.send_replace(true);
+    let resumed_ms = now_ms();
+    let Commit {
+        journal: carried,
+        vrrp_master,
+    } = *commit;
+    journal.import(carried);
+    let report = UpgradeReport {
+        from_pid: offer.from_pid,
+        to_pid: std::process::id(),
+        at: offer.at_ms,
+        listeners: offer.listeners.iter().map(|(_, n)| n).sum::<usize>()
+            + usize::from(offer.api_listener),
+        connections: adopted.connections,
+        waiting: adopted.waiting,
+        bytes_in_flight: bytes_in_flight(&offer),
+        pause_ms: resumed_ms.saturating_sub(offer.frozen_at_ms),
+        duration_ms: 0,
+    };
+    info!(
+        pause_ms = report.pause_ms,
+        "live upgrade: committed, connections resumed"
+    );
+    // Dropping `go` now is fine: a waiting task reads the value (true) before it
+    // looks at whether the sender is gone.
+    drop(go);
+    Ok(TakenOver {
+        plane,
+        api_listener,
+        vrrp_master,
+        upgrades: offer.upgrades + 1,
+        report,
+        socket,
+    })
+}
+
+fn bytes_in_flight(offer: &Offer) -> u64 {
+    let connections: usize = offer
+        .connections
+        .iter()
+        .map(|c| c.up_in_flight.len() + c.down_in_flight.len())
+        .sum();
+    let waiting: usize = offer.waiting.iter().map(|w| w.first.len()).sum();
+    (connections + waiting) as u64
+}
+
+/// Connects, says hello, and receives the offer with its descriptors.
+fn hello(path: &Path) -> Result<(UnixStream, Offer, Vec<OwnedFd>), UpgradeError> {
+    let mut socket = UnixStream::connect(path)?;
+    socket.set_read_timeout(Some(STEP_TIMEOUT))?;
+    wire::send(
+        &mut socket,
+        &FromNew::Hello {
+            format: FORMAT,
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        &[],
+    )?;
+    let (message, fds) = wire::receive::<FromOld>(&mut socket)?;
+    match message {
+        FromOld::Offer(offer) => {
+            if fds.len() != offer.descriptors() {
+                return Err(UpgradeError::Protocol(format!(
+                    "the offer names {} descriptors, {} came",
+                    offer.descriptors(),
+                    fds.len()
+                )));
+            }
+            Ok((socket, *offer, fds))
+        }
+        FromOld::Refused { reason } => Err(UpgradeError::Refused(reason)),
+        FromOld::Abort { reason } => Err(UpgradeError::Aborted(reason)),
+        other => Err(UpgradeError::Protocol(format!(
+            "expected an offer, got {other:?}"
+        ))),
+    }
+}
+
+/// Builds the plane from the offer: listeners first (so the model's apply takes them
+/// instead of binding), the model, the tables, then the connections, paused on `go`.
+/// Returns what was adopted and the API's listening socket.
+fn adopt(
+    plane: &Arc<DataPlane>,
+    offer: &Offer,
+    fds: Vec<OwnedFd>,
+    go: tokio::sync::watch::Receiver<bool>,
+) -> Result<(Adopted, Option<TcpListener>), String> {
+    let model: ClusterModel = serde_json::from_str(&offer.model_json)
+        .map_err(|e| format!("the offered model cannot be read: {e}"))?;
+    let mut fds = fds.into_iter();
+    let mut listeners: Vec<(ListenerMeta, Vec<TcpListener>)> = Vec::new();
+    for (meta, count) in &offer.listeners {
+        let group: Vec<TcpListener> = fds.by_ref().take(*count).map(TcpListener::from).collect();
+        listeners.push((meta.clone(), group));
+    }
+    let mut connections = Vec::with_capacity(offer.connections.len());
+    for meta in &offer.connections {
+        let (Some(client), Some(server)) = (fds.next(), fds.next()) else {
+            return Err("fewer descriptors than connections".into());
+        };
+        connections.push((
+            meta.clone(),
+            std::net::TcpStream::from(client),
+            std::net::TcpStream::from(server),
+        ));
+    }
+    let mut waiting = Vec::with_capacity(offer.waiting.len());
+    for meta in &offer.waiting {
+        let Some(client) = fds.next() else {
+            return Err("fewer descriptors than waiting connections".into());
+        };
+        waiting.push((meta.clone(), std::net::TcpStream::from(client)));
+    }
+    let api_listener = if offer.api_listener {
+        fds.next().map(TcpListener::from)
+    } else {
+        None
+    };
+    plane.offer_listeners(listeners);
+    let applied = plane.apply_model(&model);
+    if !applied.errors.is_empty() {
+        let errors: Vec<String> = applied.errors.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "the model cannot be served here: {}",
+            errors.join("; ")
+        ));
+    }
+    plane.mark_applied(offer.model_revision);
+    plane.import_state(&offer.plane);
+    Ok((plane.adopt(connections, waiting, go), api_listener))
+}
