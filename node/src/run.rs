@@ -553,7 +553,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         loops: parking_lot::Mutex::new(loops),
     });
     if let Some(taken) = taken {
-        taken.confirm();
+        upgrader.record_upgrade(taken.confirm());
     }
     info!(
         node = node.id,

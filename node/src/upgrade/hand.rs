@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::protocol::{Commit, FromNew, FromOld, Offer, FORMAT, SOCKET_ENV};
+use super::protocol::{FromNew, FromOld, Offer, Released, FORMAT, SOCKET_ENV};
 use super::{wire, UpgradeError};
 use crate::cluster::Journal;
 use crate::config::Config;
@@ -61,7 +61,7 @@ pub struct Upgrader {
     binary: PathBuf,
     /// This process's arguments, given to the new one as they are.
     args: Vec<OsString>,
-    process: ProcessInfo,
+    process: Mutex<ProcessInfo>,
     busy: AtomicBool,
     parts: OnceLock<Parts>,
 }
@@ -72,14 +72,14 @@ impl Upgrader {
         let binary = current_binary();
         Arc::new(Upgrader {
             config,
-            process: ProcessInfo {
+            process: Mutex::new(ProcessInfo {
                 pid: std::process::id(),
                 started_at: now_ms(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 binary: binary.display().to_string(),
                 upgrades,
                 last_upgrade,
-            },
+            }),
             binary,
             args: std::env::args_os().skip(1).collect(),
             busy: AtomicBool::new(false),
@@ -94,7 +94,12 @@ impl Upgrader {
     }
 
     pub fn process(&self) -> ProcessInfo {
-        self.process.clone()
+        self.process.lock().clone()
+    }
+
+    /// The final figures of the hand-over that started this process.
+    pub fn record_upgrade(&self, report: UpgradeReport) {
+        self.process.lock().last_upgrade = Some(report);
     }
 
     /// Runs a live upgrade. On success this process exits shortly after returning (the
@@ -257,10 +262,17 @@ impl Upgrader {
                 return Err(e);
             }
         }
-        // The commit point. This process's copies of the sockets close with it.
+        // The commit point: the connections resume in the new process as soon as it
+        // reads this. This process's copies of the sockets close with `handover`.
+        if let Err(e) = wire::send(&mut socket, &FromOld::Commit, &[]) {
+            if let Some(plane) = &parts.plane {
+                plane.thaw(handover);
+            }
+            return Err(e.into());
+        }
         drop(handover);
-        let commit = self.let_go(parts, runtime);
-        wire::send(&mut socket, &FromOld::Commit(Box::new(commit)), &[])
+        let released = self.let_go(parts, runtime);
+        wire::send(&mut socket, &FromOld::Released(Box::new(released)), &[])
             .map_err(|e| UpgradeError::AfterCommit(e.to_string()))?;
         socket.set_read_timeout(Some(READY_TIMEOUT))?;
         match wire::receive::<FromNew>(&mut socket) {
@@ -300,7 +312,7 @@ impl Upgrader {
             from_pid: std::process::id(),
             at_ms,
             frozen_at_ms: handover.frozen_at_ms,
-            upgrades: self.process.upgrades,
+            upgrades: self.process.lock().upgrades,
             model_json,
             model_revision,
             plane: handover.state.clone(),
@@ -353,7 +365,7 @@ impl Upgrader {
     /// Past the commit point: stops the API's accept loop, VRRP (without a word: the
     /// new process goes on as master) and Raft, and takes the journal's pending
     /// decisions for the new process.
-    fn let_go(&self, parts: &Parts, runtime: &Handle) -> Commit {
+    fn let_go(&self, parts: &Parts, runtime: &Handle) -> Released {
         if let Some(task) = parts.api_task.lock().take() {
             task.abort();
         }
@@ -390,7 +402,7 @@ impl Upgrader {
                 .sum::<usize>(),
             "live upgrade: let go of Raft and VRRP"
         );
-        Commit {
+        Released {
             journal,
             vrrp_master,
         }

@@ -8,9 +8,10 @@
 //!   Offer {model, plane state, metadata} + fds ──▶  adopts listeners and connections
 //!                                                   (paused), builds its plane
 //!                      ◀── Prepared {counts}        (or Failed {reason}: old thaws)
+//!   Commit ──▶                                      relays resume (the pause ends here)
 //!   ── commit point: from here the new process owns everything ──
-//!   stops VRRP silently, stops Raft (closes raft.redb), takes its journal
-//!   Commit {journal, vrrp} ──▶                      relays resume; opens Raft, VRRP, API
+//!   stops the API, VRRP (silently) and Raft (closes raft.redb), takes its journal
+//!   Released {journal, vrrp} ──▶                    opens Raft, VRRP, the API
 //!                      ◀── Ready {report}
 //!   exits
 //! ```
@@ -56,7 +57,10 @@ pub enum FromOld {
         reason: String,
     },
     Offer(Box<Offer>),
-    Commit(Box<Commit>),
+    /// The connections are the new process's now: resume them.
+    Commit,
+    /// Raft, VRRP and the API are let go of too.
+    Released(Box<Released>),
     /// Called off before the commit point (the old process resumes serving).
     Abort {
         reason: String,
@@ -98,7 +102,7 @@ impl Offer {
 
 /// Sent once the old process has let go of Raft and VRRP.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Commit {
+pub struct Released {
     /// Decisions the old process had not replicated yet.
     pub journal: JournalCarry,
     /// The old process was the VRRP master: the new one resumes as master at once.

@@ -14,9 +14,9 @@ use ballast_dataplane::metrics::Metrics;
 use ballast_dataplane::proxy::handover::{Adopted, ListenerMeta};
 use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
 use ballast_model::model::ClusterModel;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::protocol::{Commit, FromNew, FromOld, Offer, FORMAT};
+use super::protocol::{FromNew, FromOld, Offer, Released, FORMAT};
 use super::{wire, UpgradeError};
 use crate::cluster::Journal;
 use crate::config::Config;
@@ -24,6 +24,8 @@ use crate::config::Config;
 /// How long the new process waits for each of the old process's steps (the offer after
 /// its hello, the commit after its prepared).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the commit, how long the old process may take to let go of Raft and VRRP.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A data plane taken over, serving, and what the node needs to finish starting.
 pub struct TakenOver {
@@ -35,16 +37,19 @@ pub struct TakenOver {
     /// Upgrades in the lineage, this one included.
     pub upgrades: u64,
     report: UpgradeReport,
-    socket: UnixStream,
+    /// To tell the old process this one serves (`None` if it went silent).
+    socket: Option<UnixStream>,
 }
 
 impl TakenOver {
     /// Tells the old process this one serves (it exits then) and returns the figures.
     pub fn confirm(mut self) -> UpgradeReport {
         self.report.duration_ms = now_ms().saturating_sub(self.report.at);
-        if let Err(e) = wire::send(&mut self.socket, &FromNew::Ready(self.report.clone()), &[]) {
-            // It is past the commit point and exits on its own bound anyway.
-            tracing::warn!(error = %e, "could not tell the old process that this one serves");
+        if let Some(socket) = &mut self.socket {
+            if let Err(e) = wire::send(socket, &FromNew::Ready(self.report.clone()), &[]) {
+                // It is past the commit point and exits on its own bound anyway.
+                warn!(error = %e, "could not tell the old process that this one serves");
+            }
         }
         info!(
             from_pid = self.report.from_pid,
@@ -99,7 +104,7 @@ pub async fn take_over(
             return Err(UpgradeError::Prepare(reason));
         }
     };
-    let (socket, commit) = tokio::task::spawn_blocking(move || {
+    let mut socket = tokio::task::spawn_blocking(move || {
         let mut socket = socket;
         wire::send(
             &mut socket,
@@ -110,7 +115,7 @@ pub async fn take_over(
             &[],
         )?;
         match wire::receive::<FromOld>(&mut socket)?.0 {
-            FromOld::Commit(commit) => Ok((socket, commit)),
+            FromOld::Commit => Ok(socket),
             FromOld::Abort { reason } => Err(UpgradeError::Aborted(reason)),
             other => Err(UpgradeError::Protocol(format!(
                 "expected a commit, got {other:?}"
@@ -119,14 +124,43 @@ pub async fn take_over(
     })
     .await
     .map_err(|e| UpgradeError::Internal(e.to_string()))??;
-    // The commit point: the old process has let go. Everything moves again.
+    // The commit point: the connections are this process's. Everything moves again.
     go.send_replace(true);
     let resumed_ms = now_ms();
-    let Commit {
-        journal: carried,
-        vrrp_master,
-    } = *commit;
-    journal.import(carried);
+    // Dropping `go` now is fine: a waiting task reads the value (true) before it
+    // looks at whether the sender is gone.
+    drop(go);
+    info!(
+        pause_ms = resumed_ms.saturating_sub(offer.frozen_at_ms),
+        "live upgrade: committed, connections resumed"
+    );
+    // Past the commit nothing rolls back: a failure from here on is this process's,
+    // and it goes on serving the connections it has whatever Raft and VRRP do.
+    let released = tokio::task::spawn_blocking(move || {
+        socket.set_read_timeout(Some(RELEASE_TIMEOUT))?;
+        match wire::receive::<FromOld>(&mut socket)?.0 {
+            FromOld::Released(released) => Ok((socket, released)),
+            other => Err(UpgradeError::Protocol(format!(
+                "expected the old process to let go of Raft and VRRP, got {other:?}"
+            ))),
+        }
+    })
+    .await
+    .map_err(|e| UpgradeError::Internal(e.to_string()))?;
+    let (socket, vrrp_master) = match released {
+        Ok((socket, released)) => {
+            let Released {
+                journal: carried,
+                vrrp_master,
+            } = *released;
+            journal.import(carried);
+            (Some(socket), vrrp_master)
+        }
+        Err(e) => {
+            warn!(error = %e, "live upgrade: the old process did not let go cleanly; serving on without its unreplicated decisions");
+            (None, false)
+        }
+    };
     let report = UpgradeReport {
         from_pid: offer.from_pid,
         to_pid: std::process::id(),
@@ -139,13 +173,6 @@ pub async fn take_over(
         pause_ms: resumed_ms.saturating_sub(offer.frozen_at_ms),
         duration_ms: 0,
     };
-    info!(
-        pause_ms = report.pause_ms,
-        "live upgrade: committed, connections resumed"
-    );
-    // Dropping `go` now is fine: a waiting task reads the value (true) before it
-    // looks at whether the sender is gone.
-    drop(go);
     Ok(TakenOver {
         plane,
         api_listener,
