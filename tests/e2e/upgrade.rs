@@ -556,7 +556,68 @@ fn install_hang(node: &Node) {
     node.install_script(&script(node, "hang", &exec_real(), "exec sleep 120"));
 }
 
-const FAILURES: [FailureCase; 4] = [
+/// A stand-in for the new process that speaks the hand-over protocol badly (run as
+/// `python3 PEER MODE`): the old process must refuse or roll back, whatever it hears.
+/// Frames are `u32 LE length · u32 LE descriptor count · bincode payload`; bincode's
+/// standard config writes small integers as one byte and larger ones as 0xFB + u16 LE
+/// or 0xFC + u32 LE.
+const HANDOVER_PEER: &str = r#"
+import os, socket, struct, sys, time
+
+def varint(n):
+    if n < 251:
+        return bytes([n])
+    if n < 1 << 16:
+        return b"\xfb" + struct.pack("<H", n)
+    return b"\xfc" + struct.pack("<I", n)
+
+def hello(fmt):
+    version = b"9.9.9"
+    # FromNew::Hello is variant 0: format, pid, version.
+    return varint(0) + varint(fmt) + varint(os.getpid()) + varint(len(version)) + version
+
+def frame(payload):
+    return struct.pack("<II", len(payload), 0) + payload
+
+mode = sys.argv[1]
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(os.environ["BALLAST_HANDOVER_SOCKET"])
+if mode == "format":
+    sock.sendall(frame(hello(99)))
+    sock.settimeout(10)
+    sock.recv(4096)
+elif mode == "garbage":
+    sock.sendall(struct.pack("<II", 6, 0) + b"\xff" * 6)
+    sock.settimeout(10)
+    sock.recv(4096)
+elif mode == "hangup":
+    # A proper hello, then gone in the middle of the offer (the plane is frozen then).
+    sock.sendall(frame(hello(1)))
+    sock.settimeout(10)
+    sock.recv(8)
+sys.exit(4)
+"#;
+
+fn install_peer(node: &Node, mode: &str) {
+    let peer = node.dir().join("handover_peer.py");
+    std::fs::write(&peer, HANDOVER_PEER).expect("write the hand-over peer");
+    let run = format!("exec python3 '{}' {mode}", peer.display());
+    node.install_script(&script(node, mode, &exec_real(), &run));
+}
+
+fn install_other_format(node: &Node) {
+    install_peer(node, "format");
+}
+
+fn install_garbage(node: &Node) {
+    install_peer(node, "garbage");
+}
+
+fn install_hangup(node: &Node) {
+    install_peer(node, "hangup");
+}
+
+const FAILURES: [FailureCase; 7] = [
     FailureCase {
         name: "missing",
         reason: &["missing", "not found", "no such file"],
@@ -581,10 +642,31 @@ const FAILURES: [FailureCase; 4] = [
         install: install_hang,
         starts_a_process: true,
     },
+    // Bad input on the hand-over socket: another format, garbage, and a new process
+    // that hangs up mid-way while the old one's plane is frozen (it must thaw).
+    FailureCase {
+        name: "format",
+        reason: &["format"],
+        install: install_other_format,
+        starts_a_process: true,
+    },
+    FailureCase {
+        name: "garbage",
+        reason: &["not understood"],
+        install: install_garbage,
+        starts_a_process: true,
+    },
+    FailureCase {
+        name: "hangup",
+        reason: &["exited"],
+        install: install_hangup,
+        starts_a_process: true,
+    },
 ];
 
-/// Missing binary, failing `check`, a new process that crashes during start and one that
-/// never confirms: each upgrade fails with its reason, rolls back (same pid, connections
+/// Missing binary, failing `check`, a new process that crashes during start, one that
+/// never confirms, and three that speak the hand-over badly (another format, garbage, a
+/// hang-up mid-offer while the old plane is frozen): each upgrade fails with its reason, rolls back (same pid, connections
 /// streaming byte-exact, new connections accepted, nothing of the attempt left running);
 /// then, with the real binary back, an upgrade works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -339,7 +339,8 @@ impl Upgrader {
         }
         fds.extend(handover.waiting.iter().map(|(_, c)| c.as_raw_fd()));
         fds.extend(parts.api_listener.iter().map(AsRawFd::as_raw_fd));
-        wire::send(socket, &FromOld::Offer(Box::new(offer)), &fds)?;
+        wire::send(socket, &FromOld::Offer(Box::new(offer)), &fds)
+            .map_err(|e| silence(e.into(), child))?;
         socket.set_read_timeout(Some(PREPARE_TIMEOUT))?;
         match wire::receive::<FromNew>(socket).map_err(|e| silence(e.into(), child))? {
             (

@@ -71,14 +71,17 @@ pub enum UpgradeError {
 }
 
 impl UpgradeError {
-    /// A closed socket or a timeout on the hand-over socket: the new process is gone
+    /// A closed or reset hand-over socket, or a timeout on it: the new process is gone
     /// or hung, which the caller reports as such.
     fn is_silence(&self) -> bool {
         match self {
             UpgradeError::Wire(wire::WireError::Closed) => true,
             UpgradeError::Wire(wire::WireError::Io(e)) | UpgradeError::Io(e) => matches!(
                 e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
             ),
             _ => false,
         }
