@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ballast_vrrp::driver::{InstanceConfig, NotifyCommand, VirtualIp, VrrpHandle};
+use ballast_vrrp::driver::{
+    Abandoned, InstanceConfig, NotifyCommand, Resume, VirtualIp, VrrpHandle,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -136,7 +138,25 @@ pub fn failed_conditions(plane: &DataPlane) -> Vec<Condition> {
 impl Vip {
     /// Starts the instance. Needs CAP_NET_RAW and CAP_NET_ADMIN.
     pub fn start(section: &VrrpSection, plane: Arc<DataPlane>) -> anyhow::Result<Vip> {
-        let cfg = instance_config(section)?;
+        Self::start_with(section, plane, Resume::Backup)
+    }
+
+    /// [`Vip::start`] for the new process of a live upgrade: `resume` is what the old
+    /// process's [`Vip::abandon`] returned ([`Abandoned::resume`]). With
+    /// [`Resume::Master`] the instance starts as master and advertises at once, keeping
+    /// the VIPs the old process left on the interface; [`Resume::Backup`] is the
+    /// normal start.
+    ///
+    /// The tracked conditions apply from the first tick as always: a plane that is not
+    /// listening yet (or has no usable server) lowers the priority to 1 and a backup
+    /// preempts. Start it once the handed-over listeners serve.
+    pub fn start_with(
+        section: &VrrpSection,
+        plane: Arc<DataPlane>,
+        resume: Resume,
+    ) -> anyhow::Result<Vip> {
+        let mut cfg = instance_config(section)?;
+        cfg.resume = resume;
         plane.set_vips(cfg.virtual_ips.iter().map(|v| v.addr).collect());
         let hint = match cfg.transport {
             ballast_vrrp::driver::Transport::Raw => {
@@ -178,7 +198,13 @@ impl Vip {
                 penalty_tx.send_if_modified(|p| std::mem::replace(p, penalty) != penalty);
             }
         });
-        info!(interface = %section.interface, vrid = section.vrid, priority = section.priority, "vrrp started");
+        info!(
+            interface = %section.interface,
+            vrid = section.vrid,
+            priority = section.priority,
+            resumed_master = resume.is_master(),
+            "vrrp started"
+        );
         Ok(Vip {
             handle,
             tracker,
@@ -201,6 +227,26 @@ impl Vip {
         if let Err(e) = self.handle.shutdown().await {
             warn!(error = %e, "vrrp shutdown");
         }
+    }
+
+    /// The old process's side of a live upgrade: stop without a word (no priority-0
+    /// advert, VIPs left on the interface, no notify; see `VrrpHandle::abandon`) and
+    /// say what the new process should resume from ([`Abandoned::resume`] for
+    /// [`Vip::start_with`]). The backups see a late advert, so the new process must
+    /// start its instance within their Master_Down_Interval (3 intervals and a bit).
+    pub async fn abandon(self) -> anyhow::Result<Abandoned> {
+        self.tracker.abort();
+        let gone = self
+            .handle
+            .abandon()
+            .await
+            .context("vrrp: cannot abandon the instance")?;
+        info!(
+            state = gone.state.as_str(),
+            priority = gone.priority,
+            "vrrp abandoned for the new process"
+        );
+        Ok(gone)
     }
 }
 

@@ -8,12 +8,16 @@
 //!          [--interval-ms 1000] [--no-preempt] [--preempt-delay-ms N] \
 //!          [--peer ADDR]... [--checksum pseudo|message] [--vip-lifetime-s N] \
 //!          [--garp-count N] [--garp-repeat-ms N] [--notify PROGRAM] \
-//!          [--status-file PATH] [--penalty-file PATH]
+//!          [--status-file PATH] [--penalty-file PATH] [--resume-master]
 //! vrrp-lab --send-bad ttl64|checksum|version --vrid 51 --vip ADDR --src ADDR --dst ADDR
 //! vrrp-lab --probe ADDR:PORT [--probe-ms 10] [--probe-log PATH] [--probe-duration-s 60]
 //! ```
 //!
-//! SIGTERM or SIGINT stops gracefully (priority 0, VIPs removed). With
+//! SIGTERM or SIGINT stops gracefully (priority 0, VIPs removed). SIGUSR1
+//! abandons the instance as the old process of a live upgrade does (nothing
+//! sent, VIPs left; the status file gets `abandoned=<state>`), and
+//! `--resume-master` starts one as the new process does when the old one was
+//! master. With
 //! `--status-file` the status and counters are written every 50 ms as
 //! `key=value` lines (atomically, via rename). With `--penalty-file` the
 //! file's number (0-255) is read every 50 ms as the priority penalty.
@@ -26,7 +30,7 @@ mod lab {
     use std::time::Duration;
 
     use ballast_vrrp::driver::{
-        send_raw_ipv4, GarpConfig, InstanceConfig, NotifyCommand, VirtualIp, VrrpHandle,
+        send_raw_ipv4, GarpConfig, InstanceConfig, NotifyCommand, Resume, VirtualIp, VrrpHandle,
         VrrpInstance,
     };
     use ballast_vrrp::packet::{Advertisement, ChecksumMode, Ipv4Header};
@@ -86,6 +90,7 @@ mod lab {
                         .map_err(|e| e.to_string())?,
                 ),
                 "--no-preempt" => cfg.preempt = false,
+                "--resume-master" => cfg.resume = Resume::master(),
                 "--preempt-delay-ms" => {
                     cfg.preempt_delay = Duration::from_millis(num(it.next(), "--preempt-delay-ms")?)
                 }
@@ -289,11 +294,13 @@ mod lab {
         let h = VrrpInstance::spawn(a.cfg.clone(), penalty_rx).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
+        let abandon = loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = term.recv() => break false,
+                _ = int.recv() => break false,
+                _ = usr1.recv() => break true,
                 _ = tick.tick() => {
                     if let Some(p) = &a.status_file {
                         write_status(p, &status_text(&h));
@@ -311,9 +318,16 @@ mod lab {
                     }
                 }
             }
-        }
+        };
         let status_file = a.status_file.clone();
         let last = status_text(&h);
+        if abandon {
+            let gone = h.abandon().await.map_err(|e| e.to_string())?;
+            if let Some(p) = status_file {
+                write_status(&p, &format!("{last}abandoned={}\n", gone.state.as_str()));
+            }
+            return Ok(());
+        }
         h.shutdown().await.map_err(|e| e.to_string())?;
         if let Some(p) = status_file {
             write_status(

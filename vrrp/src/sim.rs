@@ -84,6 +84,16 @@ impl Lan {
         self.deliver(i, Event::Startup);
     }
 
+    /// A live upgrade's new process: a fresh router with the same config,
+    /// started straight in Master (the old one was stopped with `kill`, which
+    /// is what an abandon is on the wire: silence, VIP left in place).
+    fn resume_master(&mut self, i: usize) {
+        let c = self.nodes[i].router.config().clone();
+        self.nodes[i].router = Router::new(c);
+        self.nodes[i].alive = true;
+        self.deliver(i, Event::ResumeMaster);
+    }
+
     /// `kill -9`: the node stops at once, its VIP (if any) stays.
     fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
@@ -393,4 +403,54 @@ fn equal_priorities_elect_the_higher_address() {
     // All three time out together; the tie-break leaves the highest address.
     assert_eq!(lan.masters(), vec![2]);
     assert_eq!(lan.vip_holders(), vec![2]);
+}
+
+#[test]
+fn resumed_master_continues_without_a_transition_anywhere_else() {
+    for interval in [100u16, 10] {
+        let mut lan = trio(interval);
+        lan.run_until(ms(20_000));
+        assert_eq!(lan.masters(), vec![2]);
+        let before = lan.transitions.len();
+        // The old process stops without a word half an interval after its
+        // last advert; the new one starts a few ms later.
+        let last = lan.last_advert_by(2);
+        let half = crate::state::cs(u32::from(interval) / 2);
+        lan.run_until(last + half);
+        lan.kill(2);
+        lan.run_until(last + half + ms(5));
+        lan.resume_master(2);
+        assert_eq!(
+            lan.adverts.last().map(|a| (a.0, a.1, a.2)),
+            Some((last + half + ms(5), 2, 200)),
+            "the first thing the new process does is advertise, at priority 200"
+        );
+        lan.run_until(ms(60_000));
+        // The only transition since is the new router's own Initialize ->
+        // Master; the backups never moved.
+        let since: Vec<_> = lan.transitions[before..].to_vec();
+        assert_eq!(since.len(), 1, "{since:?}");
+        assert_eq!(
+            (since[0].node, since[0].reason),
+            (2, TransitionReason::Resumed)
+        );
+        assert_eq!(lan.masters(), vec![2]);
+        assert_eq!(lan.vip_holders(), vec![2]);
+        assert!(lan.adverts.iter().all(|a| a.2 != 0), "no priority-0 advert");
+        // The handover gap is where the old process stopped in its interval
+        // plus the restart; no gap is wider than one interval.
+        let sent: Vec<Duration> = lan
+            .adverts
+            .iter()
+            .filter(|a| a.1 == 2)
+            .map(|a| a.0)
+            .collect();
+        let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.contains(&(half + ms(5))), "{gaps:?}");
+        assert_eq!(
+            gaps.iter().max(),
+            Some(&crate::state::cs(u32::from(interval)))
+        );
+        assert!(lan.dual_master_at.is_empty());
+    }
 }

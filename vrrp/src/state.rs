@@ -23,6 +23,9 @@
 //!   shows after `kill -9`).
 //! - The effective priority can be lowered at run time by tracked
 //!   conditions ([`Event::PriorityChanged`]).
+//! - A live upgrade: the new process's router starts straight in Master
+//!   when the old process's was master ([`Event::ResumeMaster`]), so the
+//!   mastership continues instead of being lost and won again.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -69,6 +72,10 @@ pub enum TransitionReason {
     Shutdown,
     /// The master handed over on request (a planned failover drill).
     Resigned,
+    /// Started in Master because the previous process of this node was
+    /// master (a live upgrade, [`Event::ResumeMaster`]): the same mastership
+    /// continuing, not a takeover.
+    Resumed,
 }
 
 impl TransitionReason {
@@ -82,6 +89,7 @@ impl TransitionReason {
             TransitionReason::Preempted => "preempted",
             TransitionReason::Shutdown => "shutdown",
             TransitionReason::Resigned => "resigned",
+            TransitionReason::Resumed => "resumed",
         }
     }
 }
@@ -103,6 +111,17 @@ pub struct AdvertInfo {
 pub enum Event {
     /// Start the virtual router (RFC 9568 §6.4.1).
     Startup,
+    /// Start the virtual router directly in Master, instead of [`Event::Startup`]:
+    /// the previous process of this node (a live upgrade) was master until a moment
+    /// ago and stopped without a word (no priority-0 advert, VIPs left in place).
+    /// RFC 9568 §6.4.1's Initialize → Master path, taken as the address owner
+    /// would take it, but the adverts keep our (effective) priority, so the backups
+    /// see the same master advertising on as before and nothing changes for them.
+    /// The advert comes first among the actions, before the VIPs are (re)installed,
+    /// so it is not delayed by the driver's netlink round trip; no gratuitous ARP,
+    /// because the VIP never moved. Afterwards a normal master: a higher priority
+    /// still preempts it. Ignored unless in Initialize.
+    ResumeMaster,
     /// Stop it; a master resigns with priority 0.
     Shutdown,
     /// Hand mastership over without stopping (a planned failover): a master
@@ -359,6 +378,7 @@ impl Router {
         match event {
             Event::Timer => {}
             Event::Startup => self.startup(now, &mut out),
+            Event::ResumeMaster => self.resume_master(now, &mut out),
             Event::Shutdown => self.shutdown(&mut out),
             Event::Resign => self.resign(now, &mut out),
             Event::ExpectHandover => self.handover_until = Some(now + HANDOVER_WINDOW),
@@ -422,6 +442,30 @@ impl Router {
             self.master_adver_interval_cs = self.cfg.advert_interval_cs;
             self.become_backup(now, TransitionReason::Startup, None, out);
         }
+    }
+
+    fn resume_master(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.state != VrrpState::Initialize {
+            return;
+        }
+        // The same bookkeeping as a startup: preempt_delay only matters if we
+        // ever fall back to Backup.
+        self.preempt_from = now + self.cfg.preempt_delay;
+        self.master_adver_interval_cs = self.cfg.advert_interval_cs;
+        // The advert first: the backups are counting down Master_Down_Interval
+        // since the old process's last advert, and every action after this one
+        // may wait (netlink). The VIPs are still on the interface; AddVips only
+        // makes sure (and renews a finite lifetime). No gratuitous ARP: the VIP
+        // stayed on this host, so the hosts' ARP entries are still right.
+        out.push(Action::SendAdvert {
+            priority: self.priority,
+        });
+        self.transition(VrrpState::Master, TransitionReason::Resumed, out);
+        out.push(Action::AddVips);
+        self.master_addr = Some(self.cfg.primary_addr);
+        self.timer = Some(Timer::Adver(
+            now + cs(u32::from(self.cfg.advert_interval_cs)),
+        ));
     }
 
     fn shutdown(&mut self, out: &mut Vec<Action>) {
@@ -993,6 +1037,86 @@ mod tests {
         assert_eq!(
             r.handle(ms(5000), Event::Shutdown),
             vec![tr(Backup, Initialize, R::Shutdown)]
+        );
+    }
+
+    #[test]
+    fn resume_master_advertises_first_and_keeps_the_priority() {
+        let mut r = router(150, 11);
+        let a = r.handle(ms(0), Event::ResumeMaster);
+        assert_eq!(
+            a,
+            vec![
+                Action::SendAdvert { priority: 150 },
+                tr(Initialize, Master, R::Resumed),
+                Action::AddVips,
+            ],
+            "advert before anything that may wait; no GARP, the VIP never moved"
+        );
+        assert_eq!(r.state(), Master);
+        assert_eq!(
+            r.priority(),
+            150,
+            "not 255: the backups must see the same master"
+        );
+        assert_eq!(r.master_addr(), Some(ip(11)));
+        // Then a normal master: the next advert one interval later.
+        assert_eq!(r.next_deadline(), Some(ms(1000)));
+        assert_eq!(
+            r.handle(ms(1000), Event::Timer),
+            vec![Action::SendAdvert { priority: 150 }]
+        );
+        assert_eq!(r.next_deadline(), Some(ms(2000)));
+    }
+
+    #[test]
+    fn resume_master_is_preempted_by_a_higher_priority() {
+        let mut r = router(100, 11);
+        r.handle(ms(0), Event::ResumeMaster);
+        let a = r.handle(ms(400), adv(12, 200, 100));
+        assert_eq!(
+            a,
+            vec![
+                tr(Master, Backup, R::Preempted),
+                Action::RemoveVips,
+                Action::SendAdvert { priority: 0 }
+            ]
+        );
+        assert_eq!(r.master_addr(), Some(ip(12)));
+        // Equal priority and a higher address wins too (RFC 9568 §6.4.3).
+        let mut r = router(100, 11);
+        r.handle(ms(0), Event::ResumeMaster);
+        let a = r.handle(ms(400), adv(12, 100, 100));
+        assert_eq!(a[0], tr(Master, Backup, R::Preempted));
+    }
+
+    #[test]
+    fn resume_master_uses_the_tracked_priority_and_only_from_initialize() {
+        let mut r = router(150, 11);
+        // The driver applies tracked conditions before starting.
+        assert_eq!(r.handle(ms(0), Event::PriorityChanged(1)), vec![]);
+        let a = r.handle(ms(0), Event::ResumeMaster);
+        assert_eq!(a[0], Action::SendAdvert { priority: 1 });
+        // Already running: a second start of either kind does nothing.
+        assert_eq!(r.handle(ms(10), Event::ResumeMaster), vec![]);
+        assert_eq!(r.handle(ms(10), Event::Startup), vec![]);
+        let mut r = router(150, 11);
+        r.handle(ms(0), Event::Startup);
+        assert_eq!(r.handle(ms(10), Event::ResumeMaster), vec![]);
+        assert_eq!(r.state(), Backup);
+    }
+
+    #[test]
+    fn resumed_master_shuts_down_like_any_master() {
+        let mut r = router(150, 11);
+        r.handle(ms(0), Event::ResumeMaster);
+        assert_eq!(
+            r.handle(ms(500), Event::Shutdown),
+            vec![
+                Action::SendAdvert { priority: 0 },
+                Action::RemoveVips,
+                tr(Master, Initialize, R::Shutdown),
+            ]
         );
     }
 

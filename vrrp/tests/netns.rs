@@ -320,6 +320,74 @@ fn graceful_stop_hands_over_within_skew_time_and_preempt_delay() {
     let _ = n2;
 }
 
+/// A live upgrade on the wire: the master's process abandons its instance (nothing
+/// sent, VIP left on eth0) and a new process starts with `--resume-master`. The VIP
+/// never leaves n1, re-adding it is no error, and the backup never moves.
+#[test]
+fn abandoned_master_resumed_by_a_new_process_keeps_the_vip() {
+    if !lab_allowed() {
+        return;
+    }
+    let _serial = lock();
+    let mut lab = Lab::new();
+    // 200 ms adverts: n2's Master_Down_Interval is 720 ms.
+    let fast = ["--interval-ms", "200"];
+    let n1 = lab.start_ballast("n1", 150, &fast);
+    let _n2 = lab.start_ballast("n2", 100, &fast);
+    assert!(
+        wait_until(Duration::from_secs(8), || lab.state("n1") == "master"
+            && lab.has_vip("n1")
+            && lab.status("n2").get("master").map(String::as_str)
+                == Some(addr_of("n1")))
+        .is_some(),
+        "n1 never became master"
+    );
+    let n2_transitions = lab.counter("n2", "transitions");
+    assert_eq!(lab.state("n2"), "backup");
+
+    // The old process: abandon, then exit.
+    Lab::signal(lab.pid(n1), "-USR1");
+    let exit = lab.wait_exit(n1, Duration::from_secs(5));
+    assert!(exit.is_some_and(|s| s.success()), "abandon: {exit:?}");
+    assert_eq!(
+        lab.status("n1").get("abandoned").map(String::as_str),
+        Some("master")
+    );
+    assert!(lab.has_vip("n1"), "an abandon must leave the VIP on eth0");
+
+    // The new process, same flags plus --resume-master.
+    let mut resumed = fast.to_vec();
+    resumed.push("--resume-master");
+    let n1b = lab.start_ballast("n1", 150, &resumed);
+    let took = wait_until(Duration::from_secs(5), || lab.state("n1") == "master")
+        .expect("n1 did not resume");
+    eprintln!("resumed as master {took:?} after the new process started");
+    // Past n2's Master_Down_Interval and a few adverts more.
+    std::thread::sleep(Duration::from_millis(720 + 600));
+    let s1 = lab.status("n1");
+    assert_eq!(s1.get("last_reason").map(String::as_str), Some("resumed"));
+    assert_eq!(
+        lab.counter("n1", "vip_errors"),
+        0,
+        "re-adding the VIP failed"
+    );
+    assert_eq!(
+        lab.counter("n1", "garp_sent"),
+        0,
+        "the VIP never moved: no GARP"
+    );
+    assert!(lab.has_vip("n1") && !lab.has_vip("n2"));
+    assert_eq!(lab.state("n2"), "backup");
+    assert_eq!(lab.counter("n2", "transitions"), n2_transitions);
+    assert_eq!(
+        lab.status("n2").get("master").map(String::as_str),
+        Some(addr_of("n1"))
+    );
+    assert!(lab.client_reaches_vip());
+    let log = lab.log_of(n1b);
+    assert!(log.contains("vrrp resuming as master"), "{log}");
+}
+
 fn keepalived_installed() -> bool {
     Command::new("keepalived")
         .arg("--version")

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::packet::{ChecksumAccept, ChecksumMode};
 use crate::state::{ConfigError, RouterConfig};
@@ -97,6 +97,45 @@ pub enum Transport {
     },
 }
 
+/// How a new instance starts, from what the previous process of this node left
+/// (a live upgrade: the old process gives its instance up with
+/// [`super::VrrpHandle::abandon`], the new one starts with the result's
+/// [`super::Abandoned::resume`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// The normal start (RFC 9568 §6.4.1): Backup, VIPs removed, Master only
+    /// after Master_Down_Interval. Also right when the predecessor was backup.
+    #[default]
+    Backup,
+    /// The predecessor was master and left without a word: start in Master,
+    /// advertise at once (before the VIPs are touched), keep the VIPs that are
+    /// still on the interface, no notify command (the mastership continues;
+    /// see [`crate::state::Event::ResumeMaster`]).
+    Master {
+        /// When the predecessor sent its last advert (wall clock, so it can
+        /// cross processes), if known: only logged, as the handover's gap.
+        last_advert: Option<SystemTime>,
+        /// The predecessor's primary address, if known: only compared with
+        /// ours (a different one is a new master address to the backups).
+        primary_addr: Option<IpAddr>,
+    },
+}
+
+impl Resume {
+    /// [`Resume::Master`] with nothing known about the predecessor.
+    pub fn master() -> Self {
+        Resume::Master {
+            last_advert: None,
+            primary_addr: None,
+        }
+    }
+
+    /// Whether the instance starts in Master.
+    pub fn is_master(&self) -> bool {
+        matches!(self, Resume::Master { .. })
+    }
+}
+
 /// Everything one VRRP instance needs. Build with [`InstanceConfig::new`]
 /// and adjust the public fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,12 +176,15 @@ pub struct InstanceConfig {
     pub vip_lifetime: Option<Duration>,
     /// Raw IP (default) or UDP for demos and labs without root.
     pub transport: Transport,
+    /// Start normally ([`Resume::Backup`], the default) or continue the
+    /// mastership of the process this one replaces ([`Resume::Master`]).
+    pub resume: Resume,
 }
 
 impl InstanceConfig {
     /// A config with keepalived-like defaults: 1 s adverts, preempt, no
     /// preempt delay, accept mode, multicast, pseudo-header checksum, GARP
-    /// 5 + 5 after 5 s, no notify, permanent VIPs.
+    /// 5 + 5 after 5 s, no notify, permanent VIPs, normal start.
     pub fn new(
         interface: impl Into<String>,
         vrid: u8,
@@ -166,6 +208,7 @@ impl InstanceConfig {
             notify: None,
             vip_lifetime: None,
             transport: Transport::Raw,
+            resume: Resume::Backup,
         }
     }
 
@@ -290,6 +333,10 @@ pub enum DriverError {
     /// A UDP transport that cannot work as configured.
     #[error("vrrp udp transport: {0}")]
     UdpTransport(String),
+    /// The instance had stopped already (its receive side ended), so there
+    /// was nothing left to abandon.
+    #[error("vrrp instance had already stopped")]
+    Stopped,
     /// The instance task panicked or was cancelled.
     #[error("vrrp instance task failed: {0}")]
     Task(String),

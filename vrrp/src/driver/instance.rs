@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::packet::{Advertisement, ChecksumAccept, DecodeError, Ipv4Header, VRRP_MULTICAST_V4};
-use crate::state::{Action, AdvertInfo, Event, Router, RouterConfig, VrrpState};
+use crate::state::{Action, AdvertInfo, Event, Router, RouterConfig, TransitionReason, VrrpState};
 
 /// Entry point: spawn one VRRP instance.
 pub struct VrrpInstance;
@@ -100,6 +100,7 @@ impl VrrpInstance {
             counters: counters.clone(),
             garp_again_at: None,
             vip_renew_at: None,
+            last_advert: None,
             cfg,
         };
         let join = tokio::spawn(task.run(pkt_rx, penalty_rx, control_rx, stop_rx));
@@ -190,6 +191,8 @@ pub(super) struct Task {
     pub(super) garp_again_at: Option<Instant>,
     /// When to renew VIP lifetimes (master with `vip_lifetime` only).
     pub(super) vip_renew_at: Option<Instant>,
+    /// When our last advert with a non-zero priority went out (for an abandon).
+    pub(super) last_advert: Option<SystemTime>,
 }
 
 /// Queued packets handled before a timer (see `Task::run`).
@@ -212,8 +215,8 @@ impl Task {
         mut pkt_rx: mpsc::Receiver<raw::Received>,
         mut penalty_rx: watch::Receiver<u8>,
         mut control_rx: mpsc::UnboundedReceiver<Control>,
-        mut stop_rx: oneshot::Receiver<()>,
-    ) {
+        mut stop_rx: oneshot::Receiver<Stop>,
+    ) -> Option<Abandoned> {
         let epoch = Instant::now();
         let since = |t: Instant| t.saturating_duration_since(epoch);
         info!(
@@ -233,19 +236,25 @@ impl Task {
             );
             self.execute(a).await;
         }
-        let a = self.router.handle(since(Instant::now()), Event::Startup);
+        let start = if self.cfg.resume.is_master() {
+            self.log_resume();
+            Event::ResumeMaster
+        } else {
+            Event::Startup
+        };
+        let a = self.router.handle(since(Instant::now()), start);
         self.execute(a).await;
         let mut penalty_open = true;
 
-        loop {
+        let stop = loop {
             let deadline = self.router.next_deadline().map(|d| epoch + d);
             tokio::select! {
-                // Graceful stop, or the handle was dropped.
-                _ = &mut stop_rx => break,
+                // A stop request; a dropped handle is a graceful stop.
+                stop = &mut stop_rx => break stop.unwrap_or(Stop::Graceful),
                 pkt = pkt_rx.recv() => match pkt {
                     Some(pkt) => self.packet(pkt, epoch).await,
                     // The receive thread ended (only on shutdown).
-                    None => break,
+                    None => break Stop::Graceful,
                 },
                 Some(control) = control_rx.recv() => {
                     let event = match control {
@@ -297,10 +306,82 @@ impl Task {
                     }
                 }
             }
+        };
+        let abandoned = match stop {
+            Stop::Abandon => {
+                // No Shutdown event: its priority-0 advert, VIP removal and
+                // notify are exactly what the successor must not see.
+                let a = Abandoned {
+                    state: self.router.state(),
+                    priority: self.router.priority(),
+                    primary_addr: IpAddr::V4(self.primary),
+                    last_advert: self.last_advert,
+                };
+                let since_last = a.last_advert.and_then(|t| t.elapsed().ok());
+                info!(
+                    iface = %self.cfg.interface,
+                    vrid = self.cfg.vrid,
+                    state = a.state.as_str(),
+                    priority = a.priority,
+                    since_last_advert_ms = since_last.map(|d| d.as_millis() as u64),
+                    "vrrp instance abandoned: nothing sent, VIPs left in place for the successor"
+                );
+                Some(a)
+            }
+            Stop::Graceful => {
+                let a = self.router.handle(since(Instant::now()), Event::Shutdown);
+                self.execute(a).await;
+                info!(iface = %self.cfg.interface, vrid = self.cfg.vrid, "vrrp instance stopped");
+                None
+            }
+        };
+        // Close the sockets before returning, so whoever waited on this task
+        // can bind the same UDP address at once (the successor of an abandon).
+        // The raw socket's receive thread closes its half within its poll
+        // interval; a second raw socket on the interface is no conflict.
+        if let Io::Udp(udp) = self.io {
+            udp.close().await;
         }
-        let a = self.router.handle(since(Instant::now()), Event::Shutdown);
-        self.execute(a).await;
-        info!(iface = %self.cfg.interface, vrid = self.cfg.vrid, "vrrp instance stopped");
+        abandoned
+    }
+
+    /// Say that this start continues a predecessor's mastership, and how long the
+    /// backups have gone without an advert.
+    fn log_resume(&self) {
+        let Resume::Master {
+            last_advert,
+            primary_addr,
+        } = self.cfg.resume
+        else {
+            return;
+        };
+        let gap = last_advert.and_then(|t| t.elapsed().ok());
+        info!(
+            iface = %self.cfg.interface,
+            vrid = self.cfg.vrid,
+            priority = self.router.priority(),
+            src = %self.primary,
+            gap_ms = gap.map(|d| d.as_millis() as u64),
+            "vrrp resuming as master: advertising at once, VIPs kept"
+        );
+        // Master_Down_Interval is at least three intervals: past that, a backup may
+        // have taken over; our advert settles it by the usual rules (the higher
+        // priority, then the higher address, stays master).
+        if gap.is_some_and(|g| g >= self.cfg.advert_interval * 3) {
+            warn!(
+                vrid = self.cfg.vrid,
+                gap_ms = gap.map(|d| d.as_millis() as u64),
+                "vrrp resume: the predecessor's last advert is old; a backup may have taken over"
+            );
+        }
+        if let Some(old) = primary_addr.filter(|a| *a != IpAddr::V4(self.primary)) {
+            warn!(
+                vrid = self.cfg.vrid,
+                predecessor = %old,
+                src = %self.primary,
+                "vrrp resume: primary address differs from the predecessor's; backups see a new master address"
+            );
+        }
     }
 
     /// Handle one received packet at its arrival time.
@@ -393,7 +474,15 @@ impl Task {
                             at: SystemTime::now(),
                         });
                     });
-                    if let Some(n) = &self.cfg.notify {
+                    // A resumed mastership is the predecessor's, whose notify
+                    // already ran for it; running it again would tell the
+                    // scripts about a takeover that did not happen.
+                    let notify = self
+                        .cfg
+                        .notify
+                        .as_ref()
+                        .filter(|_| reason != TransitionReason::Resumed);
+                    if let Some(n) = notify {
                         notify::run(
                             n,
                             notify::Transition {
@@ -469,7 +558,12 @@ impl Task {
                     (Io::Udp(_), None) => Ok(()),
                 });
             match res {
-                Ok(()) => bump(&self.counters.adverts_sent, 1),
+                Ok(()) => {
+                    bump(&self.counters.adverts_sent, 1);
+                    if priority > 0 {
+                        self.last_advert = Some(SystemTime::now());
+                    }
+                }
                 Err(e) => {
                     bump(&self.counters.send_errors, 1);
                     warn!(%dst, error = %e, "advert send failed");
