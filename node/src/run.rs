@@ -32,7 +32,7 @@ use tracing::info;
 
 use crate::cluster::{self, Journal, PlaneMirror, JOURNAL_CAPACITY};
 use crate::config::Config;
-use crate::upgrade::protocol::SOCKET_ENV;
+use crate::upgrade::protocol::{VrrpCarry, SOCKET_ENV};
 use crate::upgrade::{UpgradeError, Upgrader};
 use ballast_dataplane::metrics::{set_counter, Metrics};
 use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
@@ -458,6 +458,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
         None => (None, None),
     };
+    // Resuming a master's VRRP comes before Raft: the peers must hear the next advert
+    // within an interval, and opening Raft waits for the old process to close it.
+    let resumed_vip = match (&config.vrrp, &plane, &taken) {
+        (Some(section), Some(plane), Some(taken)) => Some(crate::vip::Vip::start_with(
+            section,
+            plane.clone(),
+            taken
+                .vrrp
+                .as_ref()
+                .map(VrrpCarry::resume)
+                .unwrap_or_default(),
+        )?),
+        _ => None,
+    };
     let observer: Arc<dyn Observer> = match &mirror {
         Some(m) => m.clone(),
         None => Arc::new(NoObserver),
@@ -504,8 +518,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         // the model a moment to arrive first (bounded: VRRP must not wait for Raft).
         plane.wait_ready(VRRP_START_WAIT).await;
     }
-    let vip = match (&config.vrrp, &plane) {
-        (Some(section), Some(plane)) => Some(crate::vip::Vip::start(section, plane.clone())?),
+    let vip = match (resumed_vip, &config.vrrp, &plane) {
+        (Some(resumed), _, _) => Some(resumed),
+        (None, Some(section), Some(plane)) => Some(crate::vip::Vip::start(section, plane.clone())?),
         _ => None,
     };
     let ha = crate::ha::Ha::start(

@@ -157,6 +157,17 @@ impl Ha {
         let mut last = rx.borrow_and_update().clone();
         // The master before a takeover, as seen while backup.
         let mut previous_master = last.master_addr;
+        // Master already (resumed by a live upgrade before this watch began): the
+        // transition was published before anyone listened; act on it now.
+        if last.state == VrrpState::Master {
+            if let Some(t) = last.last_transition {
+                *self.mastership.lock() = Some(Mastership {
+                    became_ms: ms(t.at),
+                    first_garp_ms: None,
+                });
+                self.on_transition(t.from, t.to, t.reason, ms(t.at), previous_master, &last);
+            }
+        }
         loop {
             if rx.changed().await.is_err() {
                 return;

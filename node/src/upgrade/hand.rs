@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ballast_api::types::{ProcessInfo, UpgradeReport, VrrpState};
+use ballast_api::types::{ProcessInfo, UpgradeReport};
 use ballast_dataplane::proxy::handover::Handover;
 use ballast_dataplane::proxy::{now_ms, DataPlane};
 use ballast_raft_store::replica::Replica;
@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::protocol::{FromNew, FromOld, Offer, Released, FORMAT, SOCKET_ENV};
+use super::protocol::{FromNew, FromOld, Offer, Released, VrrpCarry, FORMAT, SOCKET_ENV};
 use super::{wire, UpgradeError};
 use crate::cluster::Journal;
 use crate::config::Config;
@@ -370,15 +370,16 @@ impl Upgrader {
         if let Some(task) = parts.api_task.lock().take() {
             task.abort();
         }
+        // VRRP first: its successor starts as soon as it hears of it, and every
+        // millisecond here is a millisecond without adverts.
         let vip = parts.vip.lock().take();
-        let vrrp_master = match vip {
-            Some(vip) => {
-                let master = crate::vip::status(&vip.observer()).state == VrrpState::Master;
-                runtime.block_on(vip.stop());
-                master
+        let vrrp = vip.and_then(|vip| match runtime.block_on(vip.abandon()) {
+            Ok(gone) => Some(VrrpCarry::from_abandoned(&gone)),
+            Err(e) => {
+                warn!(error = %e, "live upgrade: VRRP did not leave cleanly; the new process starts it afresh");
+                None
             }
-            None => false,
-        };
+        });
         runtime.block_on(parts.replica.shutdown());
         let journal = match &parts.journal {
             Some(journal) => {
@@ -395,7 +396,7 @@ impl Upgrader {
             None => Default::default(),
         };
         info!(
-            vrrp_master,
+            vrrp_master = vrrp.as_ref().is_some_and(|v| v.master),
             journal_sticks = journal
                 .sticks
                 .iter()
@@ -403,10 +404,7 @@ impl Upgrader {
                 .sum::<usize>(),
             "live upgrade: let go of Raft and VRRP"
         );
-        Released {
-            journal,
-            vrrp_master,
-        }
+        Released { journal, vrrp }
     }
 }
 

@@ -105,6 +105,39 @@ impl Offer {
 pub struct Released {
     /// Decisions the old process had not replicated yet.
     pub journal: JournalCarry,
-    /// The old process was the VRRP master: the new one resumes as master at once.
-    pub vrrp_master: bool,
+    /// Where the old process's VRRP instance stood when it left without a word.
+    pub vrrp: Option<VrrpCarry>,
+}
+
+/// The old process's VRRP instance as it left: a master's successor resumes as master
+/// at once (no priority-0 advert, the VIP stays, the peers see adverts go on).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VrrpCarry {
+    pub master: bool,
+    /// Unix ms of its last advert, if it sent one.
+    pub last_advert_ms: Option<u64>,
+    pub primary_addr: std::net::IpAddr,
+}
+
+impl VrrpCarry {
+    pub fn from_abandoned(gone: &ballast_vrrp::driver::Abandoned) -> Self {
+        VrrpCarry {
+            master: gone.state == ballast_vrrp::VrrpState::Master,
+            last_advert_ms: gone.last_advert.map(ballast_model::time::unix_ms),
+            primary_addr: gone.primary_addr,
+        }
+    }
+
+    /// How the successor's instance starts.
+    pub fn resume(&self) -> ballast_vrrp::driver::Resume {
+        if !self.master {
+            return ballast_vrrp::driver::Resume::Backup;
+        }
+        ballast_vrrp::driver::Resume::Master {
+            last_advert: self
+                .last_advert_ms
+                .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            primary_addr: Some(self.primary_addr),
+        }
+    }
 }

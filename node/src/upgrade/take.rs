@@ -16,7 +16,7 @@ use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
 use ballast_model::model::ClusterModel;
 use tracing::{info, warn};
 
-use super::protocol::{FromNew, FromOld, Offer, Released, FORMAT};
+use super::protocol::{FromNew, FromOld, Offer, Released, VrrpCarry, FORMAT};
 use super::{wire, UpgradeError};
 use crate::cluster::Journal;
 use crate::config::Config;
@@ -32,8 +32,8 @@ pub struct TakenOver {
     pub plane: Arc<DataPlane>,
     /// The API's listening socket, when the old process had one.
     pub api_listener: Option<TcpListener>,
-    /// Resume VRRP as master.
-    pub vrrp_master: bool,
+    /// Where the old process's VRRP instance stood: how this one's starts.
+    pub vrrp: Option<VrrpCarry>,
     /// Upgrades in the lineage, this one included.
     pub upgrades: u64,
     report: UpgradeReport,
@@ -147,18 +147,18 @@ pub async fn take_over(
     })
     .await
     .map_err(|e| UpgradeError::Internal(e.to_string()))?;
-    let (socket, vrrp_master) = match released {
+    let (socket, vrrp) = match released {
         Ok((socket, released)) => {
             let Released {
                 journal: carried,
-                vrrp_master,
+                vrrp,
             } = *released;
             journal.import(carried);
-            (Some(socket), vrrp_master)
+            (Some(socket), vrrp)
         }
         Err(e) => {
             warn!(error = %e, "live upgrade: the old process did not let go cleanly; serving on without its unreplicated decisions");
-            (None, false)
+            (None, None)
         }
     };
     let report = UpgradeReport {
@@ -176,7 +176,7 @@ pub async fn take_over(
     Ok(TakenOver {
         plane,
         api_listener,
-        vrrp_master,
+        vrrp,
         upgrades: offer.upgrades + 1,
         report,
         socket,
