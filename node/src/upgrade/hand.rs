@@ -154,12 +154,14 @@ impl Upgrader {
         // Only this user may connect (the peer's pid is checked too).
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
-        let child = std::process::Command::new(&self.binary)
-            .args(&self.args)
-            .env(SOCKET_ENV, &socket_path)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(UpgradeError::Spawn)?;
+        let child = retry_busy(|| {
+            std::process::Command::new(&self.binary)
+                .args(&self.args)
+                .env(SOCKET_ENV, &socket_path)
+                .stdin(Stdio::null())
+                .spawn()
+        })
+        .map_err(UpgradeError::Spawn)?;
         info!(pid = child.id(), "live upgrade: new process started");
         let runtime = Handle::current();
         let me = self.clone();
@@ -182,13 +184,23 @@ impl Upgrader {
 
     /// `<binary> check --config <this node's config>`, bounded.
     async fn check_config(&self) -> Result<(), UpgradeError> {
-        let run = tokio::process::Command::new(&self.binary)
-            .arg("check")
-            .arg("--config")
-            .arg(&self.config.path)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
+        let mut attempts = 0;
+        let run = loop {
+            let started = tokio::process::Command::new(&self.binary)
+                .arg("check")
+                .arg("--config")
+                .arg(&self.config.path)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            match started {
+                Err(e) if is_busy(&e) && attempts < BUSY_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(BUSY_WAIT).await;
+                }
+                started => break started.map_err(UpgradeError::Spawn)?.wait_with_output(),
+            }
+        };
         let output = tokio::time::timeout(CHECK_TIMEOUT, run)
             .await
             .map_err(|_| UpgradeError::CheckTimeout(CHECK_TIMEOUT))?
@@ -465,6 +477,28 @@ fn current_binary() -> PathBuf {
     match text.strip_suffix(" (deleted)") {
         Some(path) => Path::new(path).to_path_buf(),
         None => exe,
+    }
+}
+
+/// A binary that was just written may still be open for writing in a process that
+/// forked meanwhile (ETXTBSY until that one execs): retried briefly rather than failed.
+const BUSY_RETRIES: u32 = 20;
+const BUSY_WAIT: Duration = Duration::from_millis(25);
+
+fn is_busy(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ETXTBSY)
+}
+
+fn retry_busy<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut attempts = 0;
+    loop {
+        match start() {
+            Err(e) if is_busy(&e) && attempts < BUSY_RETRIES => {
+                attempts += 1;
+                std::thread::sleep(BUSY_WAIT);
+            }
+            result => return result,
+        }
     }
 }
 

@@ -666,17 +666,28 @@ impl NodeBuilder {
         let log = dir.path().join("ballast.log");
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file clone");
-        let child = Command::new(&binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env(MARK_ENV, dir.path())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start ballast");
+        // A binary copied just now may still be open for writing in a process another
+        // test thread forked meanwhile (ETXTBSY until that one execs): retry briefly.
+        let mut attempts = 0;
+        let child = loop {
+            let started = Command::new(&binary)
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .env(MARK_ENV, dir.path())
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("log file clone"))
+                .stderr(err.try_clone().expect("log file clone"))
+                .spawn();
+            match started {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 40 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                started => break started.expect("start ballast"),
+            }
+        };
         let node = Node {
             first_pid: child.id(),
             child: Mutex::new(child),
