@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod demo;
 pub mod ha;
 pub mod run;
+pub mod service;
 pub mod upgrade;
 pub mod vip;
 pub mod wait;

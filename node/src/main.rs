@@ -27,10 +27,15 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node from a config file.
+    /// Run a node from a config file. SIGUSR2: live upgrade to the binary installed at
+    /// this path; SIGTERM: graceful stop.
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Keep this file naming the serving process (for service managers other than
+        /// systemd: after a live upgrade another process serves).
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Validate a config file and exit (non-zero when invalid).
     Check {
@@ -77,7 +82,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, pid_file } => {
             let config = match ballast_node::config::load(&config) {
                 Ok(config) => config,
                 Err(e) => {
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
             report(runtime().and_then(|rt| {
                 rt.block_on(ballast_node::run::run(
                     config,
+                    pid_file,
                     ballast_node::run::shutdown_signal(),
                 ))
             }))

@@ -599,11 +599,19 @@ pub async fn wait_ready(running: &Running, timeout: std::time::Duration) -> anyh
     Ok(())
 }
 
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs a node until `shutdown`; `pid_file`: kept naming the serving process (see
+/// [`crate::service`]).
+pub async fn run(
+    config: Config,
+    pid_file: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let running = start(&config).await?;
+    crate::service::serving(pid_file.as_deref());
     let upgrades = tokio::spawn(upgrade_on_signal(running.upgrader.clone()));
     shutdown.await;
     upgrades.abort();
+    crate::service::stopping(pid_file.as_deref());
     info!("shutting down");
     running.stop().await;
     Ok(())

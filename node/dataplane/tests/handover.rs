@@ -144,6 +144,16 @@ async fn a_frozen_plane_resumed_by_another_plane_loses_no_byte() {
         "the same port, not a new bind"
     );
     new.import_state(&handover.state);
+    // Counters continue where the old plane left them (nothing has moved here yet).
+    let sorted = |mut c: Vec<ballast_dataplane::proxy::handover::CounterCarry>| {
+        c.sort_by(|a, b| format!("{:?}{}", a.of, a.name).cmp(&format!("{:?}{}", b.of, b.name)));
+        c
+    };
+    assert!(!handover.state.counters.is_empty());
+    assert_eq!(
+        sorted(new.export_state().counters),
+        sorted(handover.state.counters.clone())
+    );
     let (go, ready) = tokio::sync::watch::channel(false);
     let adopted = new.adopt(handover.connections, handover.waiting, ready);
     assert_eq!(adopted.connections, 6);

@@ -107,6 +107,8 @@ pub(super) async fn handle(
     arrival: Arrival,
     _guards: (workers::Carried, Live),
 ) {
+    // Counted in `m_total` by the process that accepted it.
+    let counted = matches!(arrival, Arrival::Waiting { .. });
     let (first, started_ms) = match arrival {
         Arrival::Accepted => (pump::read_first(&client), now_ms()),
         Arrival::Waiting {
@@ -138,7 +140,9 @@ pub(super) async fn handle(
         };
         (frontend, backend)
     };
-    frontend.m_total.inc();
+    if !counted {
+        frontend.m_total.inc();
+    }
     frontend.m_active.inc();
     if !super::ACCEPTED_HAVE_NODELAY {
         let _ = client.set_nodelay(true);

@@ -83,11 +83,30 @@ pub struct StickCarry {
     pub entries: Vec<(IpAddr, String, u64)>,
 }
 
-/// The plane's tables, carried with the connections.
+/// One counter of the plane's metrics, so that it continues in the new process instead
+/// of starting again from 0 (a reset counter reads as a huge rate to `rate()` users
+/// who do not expect one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterCarry {
+    pub of: CounterOf,
+    /// The counter's name within its object (e.g. `total`, `bytes_in`).
+    pub name: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CounterOf {
+    Frontend(String),
+    Backend(String),
+    Server { backend: String, server: String },
+}
+
+/// The plane's tables and counters, carried with the connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaneState {
     pub sticks: Vec<StickCarry>,
     pub health: Vec<ServerHealthCarry>,
+    pub counters: Vec<CounterCarry>,
 }
 
 /// Everything a frozen plane hands over.

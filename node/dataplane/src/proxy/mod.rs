@@ -78,6 +78,16 @@ pub struct ServerRt {
 }
 
 impl ServerRt {
+    /// Its counters by name (see [`handover::CounterCarry`]).
+    fn counters(&self) -> [(&'static str, &Counter); 4] {
+        [
+            ("total", &self.m_total),
+            ("queue_timeouts", &self.m_queue_timeouts),
+            ("connect_failures", &self.m_connect_failures),
+            ("health_failures", &self.m_health_failures),
+        ]
+    }
+
     fn new(backend: &str, spec: &ballast_model::model::Server, m: &Metrics) -> Self {
         let labels = metrics::server_labels(backend, &spec.name);
         let server = ServerRt {
@@ -594,6 +604,16 @@ pub struct FrontendRt {
 }
 
 impl FrontendRt {
+    /// Its counters by name (see [`handover::CounterCarry`]).
+    fn counters(&self) -> [(&'static str, &Counter); 4] {
+        [
+            ("total", &self.m_total),
+            ("no_server", &self.m_no_server),
+            ("bytes_in", &self.m_bytes_in),
+            ("bytes_out", &self.m_bytes_out),
+        ]
+    }
+
     fn new(spec: &Frontend, m: &Metrics) -> Self {
         let labels = metrics::frontend_labels(&spec.name);
         let bytes = |direction| {

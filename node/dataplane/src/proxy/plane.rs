@@ -17,13 +17,14 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::handover::{
-    Adopted, ConnMeta, Handover, ListenerMeta, Parked, PlaneState, ServerHealthCarry, StickCarry,
-    WaitingMeta,
+    Adopted, ConnMeta, CounterCarry, CounterOf, Handover, ListenerMeta, Parked, PlaneState,
+    ServerHealthCarry, StickCarry, WaitingMeta,
 };
 use super::serving::{ListenerSlot, Serving};
 use super::{accept_loops, conn, listen_group, now_ms, workers, ReplicationSink, ServerRt, View};
 use crate::health::{self, Flip, Hysteresis};
 use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
 
 /// What [`DataPlane::apply_model`] did, for the caller that feeds the plane.
 #[derive(Debug, Default)]
@@ -583,10 +584,40 @@ impl DataPlane {
         adopted
     }
 
-    /// The stick entries and server health of the current view.
+    /// The stick entries, server health and counters of the current view.
     pub fn export_state(&self) -> PlaneState {
         let view = self.view();
         let mut state = PlaneState::default();
+        let mut carry = |of: CounterOf, counters: &[(&str, &Counter)]| {
+            for (name, counter) in counters {
+                let value = counter.get();
+                if value > 0 {
+                    state.counters.push(CounterCarry {
+                        of: of.clone(),
+                        name: (*name).to_string(),
+                        value,
+                    });
+                }
+            }
+        };
+        for (name, frontend) in &view.frontends {
+            carry(CounterOf::Frontend(name.clone()), &frontend.counters());
+        }
+        for (name, backend) in &view.backends {
+            carry(
+                CounterOf::Backend(name.clone()),
+                &[("stick_moves", &backend.m_stick_moves)],
+            );
+            for server in &backend.servers {
+                carry(
+                    CounterOf::Server {
+                        backend: name.clone(),
+                        server: server.name.to_string(),
+                    },
+                    &server.counters(),
+                );
+            }
+        }
         for (name, backend) in &view.backends {
             let entries = backend.export_sticks();
             if !entries.is_empty() {
@@ -635,6 +666,34 @@ impl DataPlane {
             server.set_replicated_up(carry.replicated_up);
             if carry.probed {
                 server.set_probed_up(carry.up);
+            }
+        }
+        for carry in &state.counters {
+            let counter = match &carry.of {
+                CounterOf::Frontend(name) => view.frontends.get(name).and_then(|f| {
+                    f.counters()
+                        .into_iter()
+                        .find(|(n, _)| *n == carry.name)
+                        .map(|(_, c)| c.clone())
+                }),
+                CounterOf::Backend(name) => view
+                    .backends
+                    .get(name)
+                    .filter(|_| carry.name == "stick_moves")
+                    .map(|b| b.m_stick_moves.clone()),
+                CounterOf::Server { backend, server } => view
+                    .backends
+                    .get(backend)
+                    .and_then(|b| b.server(server))
+                    .and_then(|s| {
+                        s.counters()
+                            .into_iter()
+                            .find(|(n, _)| *n == carry.name)
+                            .map(|(_, c)| c.clone())
+                    }),
+            };
+            if let Some(counter) = counter {
+                counter.inc_by(carry.value);
             }
         }
     }
