@@ -41,11 +41,14 @@ pub struct Status {
     /// Holds back after handing the VIP over in a drill.
     pub yielded: bool,
     /// The process serving this node, and the live upgrade that started it, if one did.
+    /// Absent from nodes older than live upgrades (read as pid 0): a rolling upgrade's
+    /// `ctl` talks to them.
+    #[serde(default)]
     pub process: ProcessInfo,
 }
 
 /// The process serving a node (`GET /v1/status` → `process`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProcessInfo {
     pub pid: u32,
     /// Unix ms when this process started.

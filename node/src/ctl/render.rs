@@ -138,8 +138,24 @@ fn key_values(pairs: &[(&str, String)]) -> String {
 
 pub fn render_status(v: &Status) -> String {
     let raft = &v.raft;
+    let process = &v.process;
+    let mut process_line = if process.pid == 0 {
+        "unknown (the node predates live upgrades)".to_string()
+    } else {
+        format!(
+            "pid {}, version {}, {}; live upgrades {}",
+            process.pid, process.version, process.binary, process.upgrades
+        )
+    };
+    if let Some(last) = &process.last_upgrade {
+        process_line.push_str(&format!(
+            " (last from pid {}: {} connections, paused {} ms, {} ms in all)",
+            last.from_pid, last.connections, last.pause_ms, last.duration_ms
+        ));
+    }
     let mut pairs = vec![
         ("node", format!("{} ({})", v.node_id, v.role.as_str())),
+        ("process", process_line),
         ("revision", v.revision.to_string()),
         (
             "raft",
@@ -639,8 +655,9 @@ mod tests {
             "yielded": false
         });
         assert_eq!(
-            render_status(&typed(v)),
+            render_status(&typed(v.clone())),
             "node      1 (lb)\n\
+             process   unknown (the node predates live upgrades)\n\
              revision  42\n\
              raft      Leader, leader 1, term 3, last log 57, applied 57, snapshot -\n\
              replica   caught up (0 entries behind the leader)\n\
@@ -654,6 +671,20 @@ mod tests {
              BACKEND  SERVER  HEALTH  ADMIN\n\
              b        s1      up      ready\n\
              b        s2      down    drain\n"
+        );
+        let mut v = v;
+        v["process"] = serde_json::json!({
+            "pid": 4242, "started_at": 1, "version": "0.9.0", "binary": "/usr/local/bin/ballast",
+            "upgrades": 2, "last_upgrade": {"from_pid": 4100, "to_pid": 4242, "at": 1,
+            "listeners": 4, "connections": 900, "waiting": 0, "bytes_in_flight": 0,
+            "pause_ms": 31, "duration_ms": 412}});
+        let text = render_status(&typed(v));
+        assert!(
+            text.contains(
+                "process   pid 4242, version 0.9.0, /usr/local/bin/ballast; live upgrades 2 \
+                 (last from pid 4100: 900 connections, paused 31 ms, 412 ms in all)\n"
+            ),
+            "{text}"
         );
     }
 

@@ -15,6 +15,7 @@
 //! its figures); `report` turns the collected lines into the results tables.
 
 mod report;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -113,6 +114,26 @@ enum Cmd {
         /// Exit 1 unless every client's sockets all reached one backend.
         #[arg(long)]
         require_sticky: bool,
+    },
+    /// A live upgrade under `conns` echoing connections: broken connections, the
+    /// longest echo wait per connection, the node's pause and hand-over time.
+    Upgrade {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        conns: u32,
+        #[arg(long, default_value_t = 3)]
+        src_net: u8,
+        /// Each connection echoes a 32-byte message this often.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// The node's API (its /v1/status names the process to signal).
+        #[arg(long)]
+        api: SocketAddr,
+        #[arg(long, default_value_t = 2.0)]
+        before_secs: f64,
+        #[arg(long, default_value_t = 3.0)]
+        after_secs: f64,
     },
     /// Medians and ratios to HAProxy from the collected JSON lines, as Markdown.
     Report {
@@ -253,6 +274,25 @@ fn main() -> Result<()> {
                     );
                 }
                 return Ok(());
+            }
+            Cmd::Upgrade {
+                common,
+                conns,
+                src_net,
+                interval_ms,
+                api,
+                before_secs,
+                after_secs,
+            } => {
+                let plan = upgrade::Plan {
+                    conns,
+                    src_net,
+                    interval: Duration::from_millis(interval_ms),
+                    api,
+                    before: Duration::from_secs_f64(before_secs),
+                    after: Duration::from_secs_f64(after_secs),
+                };
+                upgrade::run(&common, plan).await?
             }
             Cmd::Report { .. } => unreachable!("handled above"),
         };
