@@ -93,7 +93,16 @@ impl IntoResponse for ApiError {
                 message: &self.message,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        // Unavailable is passing (no quorum yet, a live upgrade switching processes):
+        // say when to try again rather than leave clients to guess.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

@@ -1082,6 +1082,13 @@ mod tests {
             no_quorum.starts_with("HTTP/1.1 503") && no_quorum.contains(r#""code":"unavailable""#),
             "{no_quorum}"
         );
+        // Passing, so the answer says when to come back.
+        assert!(
+            no_quorum
+                .to_ascii_lowercase()
+                .contains("retry-after: 1\r\n"),
+            "{no_quorum}"
+        );
     }
 
     #[tokio::test]

@@ -273,3 +273,64 @@ async fn bytes_stuck_in_the_relay_are_carried_across() {
     );
     drop(client.join().unwrap());
 }
+
+/// A client waiting for a `maxconn` slot keeps its place: handed over as waiting, it is
+/// served by the new plane as soon as the slot frees there, with the bytes it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_in_the_queue_keeps_its_place() {
+    let server = echo_server();
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let model: ClusterModel = serde_json::from_value(serde_json::json!({
+        "frontends": {"fe": {"name": "fe", "bind": [free.to_string()], "backend": "be"}},
+        "backends": {"be": {
+            "name": "be", "timeout_queue": "30s",
+            "servers": [{"name": "s1", "addr": server.to_string(), "maxconn": 1}]
+        }}
+    }))
+    .expect("model");
+    let old = started_plane(&model);
+    let proxy = old.local_addrs()[0];
+    let holder = std::thread::spawn(move || {
+        let mut conn = TcpStream::connect(proxy).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"holder").unwrap();
+        let mut back = [0u8; 6];
+        conn.read_exact(&mut back).unwrap();
+        conn
+    });
+    let holder = tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    let queued = std::thread::spawn(move || {
+        let mut conn = TcpStream::connect(proxy).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        conn.write_all(b"queued").unwrap();
+        let mut back = [0u8; 6];
+        conn.read_exact(&mut back).map(|()| back)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let handover = old.freeze(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(handover.connections.len(), 1, "the holder");
+    assert_eq!(handover.waiting.len(), 1, "the queued client");
+    assert_eq!(handover.waiting[0].0.first, b"queued");
+    let new = DataPlane::new(Arc::new(Metrics::new()), None, None);
+    new.offer_listeners(handover.listeners);
+    assert!(new.apply_model(&model).errors.is_empty());
+    let (_go, ready) = tokio::sync::watch::channel(true);
+    let adopted = new.adopt(handover.connections, handover.waiting, ready);
+    assert_eq!((adopted.connections, adopted.waiting), (1, 1));
+    // Still queued: the holder's slot is taken in the new plane too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!queued.is_finished(), "served past maxconn");
+    drop(holder);
+    let back = tokio::task::spawn_blocking(move || queued.join().unwrap())
+        .await
+        .unwrap()
+        .expect("the queued client is served once the slot frees");
+    assert_eq!(&back, b"queued");
+}

@@ -268,18 +268,14 @@ impl Upgrader {
                     },
                     &[],
                 );
-                if let Some(plane) = &parts.plane {
-                    plane.thaw(handover);
-                }
+                roll_back(parts, runtime, handover);
                 return Err(e);
             }
         }
         // The commit point: the connections resume in the new process as soon as it
         // reads this. This process's copies of the sockets close with `handover`.
         if let Err(e) = wire::send(&mut socket, &FromOld::Commit, &[]) {
-            if let Some(plane) = &parts.plane {
-                plane.thaw(handover);
-            }
+            roll_back(parts, runtime, handover);
             return Err(e.into());
         }
         drop(handover);
@@ -417,6 +413,22 @@ impl Upgrader {
             "live upgrade: let go of Raft and VRRP"
         );
         Released { journal, vrrp }
+    }
+}
+
+/// Takes everything back after a hand-over that did not happen: the plane listens,
+/// checks and relays again from the state it offered, and applies the current model
+/// (a change committed while it was frozen was not applied).
+fn roll_back(parts: &Parts, runtime: &Handle, handover: Handover) {
+    let Some(plane) = &parts.plane else { return };
+    let _inside = runtime.enter();
+    plane.thaw(handover);
+    let (model, revision) = parts
+        .replica
+        .read(|a| (a.state.model.clone(), a.state.model_revision));
+    let applied = plane.apply_model(&model);
+    if applied.errors.is_empty() {
+        plane.mark_applied(revision);
     }
 }
 
