@@ -418,7 +418,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let journal = (node.role == Role::Lb).then(|| Arc::new(Journal::new(JOURNAL_CAPACITY)));
     // Started by a live upgrade: the old process hands over its plane and sockets.
-    let taken = match (std::env::var_os(SOCKET_ENV), &journal) {
+    let mut taken = match (std::env::var_os(SOCKET_ENV), &journal) {
         (Some(path), Some(journal)) => Some(
             crate::upgrade::take_over(
                 config,
@@ -533,7 +533,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let upgrader = Upgrader::new(
         config.clone(),
         taken.as_ref().map_or(0, |t| t.upgrades),
-        taken.as_ref().map(|t| t.report().clone()),
+        taken.as_mut().map(crate::upgrade::TakenOver::finish),
     );
     let vrrp = vip.as_ref().map(crate::vip::Vip::observer);
     let vip = Arc::new(parking_lot::Mutex::new(vip));

@@ -42,9 +42,18 @@ pub struct TakenOver {
 }
 
 impl TakenOver {
-    /// Tells the old process this one serves (it exits then) and returns the figures.
-    pub fn confirm(mut self) -> UpgradeReport {
+    /// Stamps the hand-over's duration (this process is up but for its API) and returns
+    /// the final figures. Called before the API serves: the requests that queued on the
+    /// API socket during the hand-over are answered first, and must not see a report
+    /// without its duration.
+    pub fn finish(&mut self) -> UpgradeReport {
         self.report.duration_ms = now_ms().saturating_sub(self.report.at);
+        self.report.clone()
+    }
+
+    /// Tells the old process this one serves (it exits then) and returns the figures
+    /// [`TakenOver::finish`] stamped.
+    pub fn confirm(mut self) -> UpgradeReport {
         if let Some(socket) = &mut self.socket {
             if let Err(e) = wire::send(socket, &FromNew::Ready(self.report.clone()), &[]) {
                 // It is past the commit point and exits on its own bound anyway.
@@ -62,10 +71,6 @@ impl TakenOver {
             "live upgrade: this process serves"
         );
         self.report
-    }
-
-    pub fn report(&self) -> &UpgradeReport {
-        &self.report
     }
 }
 

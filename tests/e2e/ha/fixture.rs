@@ -2,9 +2,18 @@
 //! nodes and a witness in one Raft cluster, a VRRP VIP on the lb nodes — a backend host
 //! with three `ballast demo-backend` processes, and a client host with one source
 //! address per mission client. See the module docs of `ha` for the picture.
+//!
+//! Live upgrades (`ha::upgrade::live_upgrade_of_the_master`): [`HaLab::own_binaries`] runs each lb
+//! node from its own copy of the binary, which [`HaLab::install_binary`] replaces the
+//! way a package upgrade does. The process serving a node after an upgrade is not the
+//! one the lab spawned; every `ballast run` carries [`MARK_ENV`] in its environment
+//! (inherited by what it starts), and on drop every process carrying this lab's mark is
+//! killed by PID, with every PID the test recorded ([`HaLab::track_pid`]) and their
+//! descendants, before the lab stops its own children and deletes the namespaces.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -13,6 +22,7 @@ use serde_json::Value;
 
 use super::helper::{self, Req, Resp};
 use super::load::{self, client_ip, LoadConfig, Status, Summary};
+use crate::harness::process;
 use crate::vip::lab::{run, run_ok, wait_until, Host, Lab, VIP, VIP_CIDR};
 
 pub const HOSTS: [Host; 5] = [
@@ -43,6 +53,10 @@ pub const ADVERT: &str = "100ms";
 /// Stick decisions are proposed to Raft in batches this often.
 pub const BATCH_MS: u64 = 50;
 const TOKEN: &str = "ha-lab-token-0123456789abcdef";
+/// In the environment of every `ballast run` of the lab (and so of whatever it starts:
+/// the process a live upgrade starts, its `check`): `<lab dir>`, the mark the drop looks
+/// for before killing a process it did not spawn itself.
+pub const MARK_ENV: &str = "BALLAST_HA_LAB";
 
 pub fn host_of(id: u64) -> &'static str {
     match id {
@@ -75,6 +89,12 @@ pub struct LoadRun {
     pub clients: usize,
 }
 
+/// A running advertisement recorder ([`HaLab::start_adverts`]).
+pub struct AdvertWatch {
+    proc: usize,
+    stop: PathBuf,
+}
+
 pub struct HaLab {
     pub lab: Lab,
     /// The `ballast` binary under test, pinned for the lab's lifetime.
@@ -85,6 +105,11 @@ pub struct HaLab {
     pub servers: BTreeMap<&'static str, usize>,
     vrrp: BTreeMap<u64, Vrrp>,
     loads: usize,
+    /// The binary each node runs from when it has its own copy ([`HaLab::own_binaries`]).
+    node_bins: BTreeMap<u64, PathBuf>,
+    /// PIDs the test learnt (the processes serving after live upgrades): killed on drop
+    /// while they carry the lab's mark.
+    tracked: Vec<u32>,
 }
 
 impl HaLab {
@@ -132,7 +157,107 @@ impl HaLab {
             servers: BTreeMap::new(),
             vrrp: BTreeMap::from([(LB1, lb1), (LB2, lb2)]),
             loads: 0,
+            node_bins: BTreeMap::new(),
+            tracked: Vec::new(),
         }
+    }
+
+    /// Each lb node runs from its own copy of the binary, `<lab dir>/<host>-bin/ballast`,
+    /// which the test may replace ([`HaLab::install_binary`]). Call before starting the
+    /// nodes.
+    pub fn own_binaries(&mut self) {
+        for id in [LB1, LB2] {
+            let dir = self.lab.dir.join(format!("{}-bin", host_of(id)));
+            std::fs::create_dir_all(&dir).expect("binary dir");
+            let path = dir.join("ballast");
+            std::fs::copy(&self.bin, &path).expect("copy the ballast binary");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod the binary copy");
+            self.node_bins.insert(id, path);
+        }
+    }
+
+    /// The file node `id` runs from: its own copy, or the lab's binary.
+    pub fn binary_of(&self, id: u64) -> &std::path::Path {
+        self.node_bins.get(&id).unwrap_or(&self.bin)
+    }
+
+    /// Installs the binary under test at node `id`'s own path the way a package upgrade
+    /// does: copied to `PATH.new`, then renamed over `PATH` (the running image keeps its
+    /// inode, `/proc/PID/exe` then ends in ` (deleted)`).
+    pub fn install_binary(&self, id: u64) {
+        let path = self
+            .node_bins
+            .get(&id)
+            .expect("the node runs from its own binary (HaLab::own_binaries)");
+        let tmp = path.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        let shown = tmp.display();
+        std::fs::copy(&self.bin, &tmp).unwrap_or_else(|e| panic!("copy to {shown}: {e}"));
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod {shown}: {e}"));
+        std::fs::rename(&tmp, path)
+            .unwrap_or_else(|e| panic!("rename {shown} over {}: {e}", path.display()));
+    }
+
+    /// Records a PID that serves a node (or was started by one): killed on drop while it
+    /// still carries the lab's mark.
+    pub fn track_pid(&mut self, pid: u32) {
+        if !self.tracked.contains(&pid) {
+            self.tracked.push(pid);
+        }
+    }
+
+    /// Whether the process `pid` no longer runs. The process the lab spawned for a node
+    /// is reaped here (its parent is this process); any other is gone once it is no
+    /// longer in `/proc` or a zombie (its parent exited: it was handed to init).
+    pub fn is_gone(&mut self, pid: u32) -> bool {
+        let spawned = (0..self.lab.procs.len()).find(|&i| self.lab.pid(i) == pid);
+        match spawned {
+            Some(i) => !self.lab.running(i),
+            None => !process::is_running(pid),
+        }
+    }
+
+    /// This lab's mark, as [`process::carries`] looks for it.
+    fn mark(&self) -> String {
+        format!("{MARK_ENV}={}", self.lab.dir.display())
+    }
+
+    /// SIGKILL, by PID, to every process of this lab that the lab did not spawn itself:
+    /// the recorded PIDs and their descendants, and every process in `/proc` carrying
+    /// the lab's mark (a process an upgrade started that the test never saw). Waits
+    /// (bounded) until they are gone.
+    fn kill_unspawned(&mut self) {
+        let mark = self.mark();
+        let me = std::process::id();
+        let spawned: Vec<u32> = (0..self.lab.procs.len()).map(|i| self.lab.pid(i)).collect();
+        let mut doomed: Vec<u32> = Vec::new();
+        for &pid in &self.tracked {
+            doomed.push(pid);
+            doomed.extend(process::descendants(pid));
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            doomed.extend(
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())),
+            );
+        }
+        doomed.sort_unstable();
+        doomed.dedup();
+        doomed.retain(|&pid| {
+            pid != me
+                && !spawned.contains(&pid)
+                && process::is_running(pid)
+                && process::carries(pid, &mark)
+        });
+        for &pid in &doomed {
+            eprintln!("ha lab cleanup: SIGKILL to {pid} (started by a node of the lab)");
+            let _ = process::send_signal(pid, process::SIGKILL);
+        }
+        wait_until(Duration::from_secs(5), || {
+            doomed.iter().all(|&pid| !process::is_running(pid))
+        });
     }
 
     pub fn token(&self) -> &'static str {
@@ -244,11 +369,14 @@ servers = [
     /// `ballast run` on node `id` (same data_dir on every start).
     pub fn start_node(&mut self, id: u64) {
         let config = self.config(id);
-        let p = self.lab.spawn(host_of(id), "ballast", &self.bin, |c| {
+        let bin = self.binary_of(id).to_path_buf();
+        let mark = self.lab.dir.clone();
+        let p = self.lab.spawn(host_of(id), "ballast", &bin, |c| {
             c.arg("run")
                 .arg("--config")
                 .arg(&config)
-                .env("RUST_LOG", "info,openraft=warn");
+                .env("RUST_LOG", "info,openraft=warn")
+                .env(MARK_ENV, &mark);
         });
         self.nodes.insert(id, p);
     }
@@ -558,10 +686,47 @@ servers = [
         ]));
     }
 
+    /// Starts recording every VRRP advertisement on the LAN from the client host
+    /// (`helper::adverts`), at most `limit`; returns once it listens.
+    pub fn start_adverts(&mut self, limit: Duration) -> AdvertWatch {
+        let stop = self.lab.dir.join("adverts-stop");
+        let ready = stop.with_extension("ready");
+        let ms = limit.as_millis().to_string();
+        let stop_text = stop.display().to_string();
+        let proc = self.spawn_helper(&[
+            (helper::MODE, "adverts"),
+            ("BALLAST_HA_LOCAL", HOSTS[3].1),
+            ("BALLAST_HA_STOP", stop_text.as_str()),
+            ("BALLAST_HA_LIMIT_MS", ms.as_str()),
+        ]);
+        let up = wait_until(Duration::from_secs(10), || ready.exists());
+        assert!(
+            up.is_some() && self.lab.running(proc),
+            "the advert recorder did not start:\n{}",
+            self.lab.log_of(proc)
+        );
+        AdvertWatch { proc, stop }
+    }
+
+    /// Stops the recorder and returns what it saw.
+    pub fn stop_adverts(&mut self, w: AdvertWatch) -> helper::Adverts {
+        std::fs::write(&w.stop, "stop").expect("stop file");
+        let out = self.helper_result(w.proc, Duration::from_secs(10));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("advert recorder: {out:?}: {e}"))
+    }
+
     /// The client host's neighbour entry for the VIP (which MAC it sends to).
     pub fn client_vip_mac(&self) -> String {
         let out = run(Command::new("ip").args(["-n", &self.lab.ns("cl"), "neigh", "show", VIP]));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for HaLab {
+    /// Before the lab's own drop (which stops the processes it spawned and deletes the
+    /// namespaces): the processes serving after live upgrades are not the lab's children.
+    fn drop(&mut self) {
+        self.kill_unspawned();
     }
 }
 

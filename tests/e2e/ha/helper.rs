@@ -11,13 +11,16 @@
 //!   reporting the longest stretch without service (see [`probe`]); `timeout <attempts>
 //!   <last error>` when it never got there.
 //! - `load`: the mission workload ([`super::load`]), configured by `BALLAST_HA_LOAD`.
+//! - `adverts`: every VRRP advertisement on the LAN (a raw socket for IP protocol 112
+//!   that joined 224.0.0.18), stamped by the kernel on arrival, until a stop file
+//!   appears (bounded): a JSON list of [`Advert`] (see [`adverts`]).
 //!
 //! The result is printed between [`BEGIN`] and [`END`]. Without `BALLAST_HA_HELPER` the
 //! test does nothing, so running the ignored tests by hand is harmless. Every network
 //! operation has a timeout; every loop a bound.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -187,6 +190,92 @@ fn probe(addr: SocketAddr, trigger: PathBuf, limit: Duration, window: Option<Dur
     format!("timeout {attempts} {last}")
 }
 
+/// One VRRP advertisement seen on the lab's LAN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Advert {
+    /// When it arrived (kernel receive timestamp, unix µs).
+    pub at_us: u64,
+    pub src: Ipv4Addr,
+    pub vrid: u8,
+    /// 0: a master resigning (RFC 9568 §6.4.3).
+    pub priority: u8,
+}
+
+/// What the `adverts` mode saw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Adverts {
+    pub adverts: Vec<Advert>,
+    /// Protocol-112 packets that were not a valid advertisement.
+    pub undecodable: u64,
+}
+
+/// `adverts`: a raw socket for IP protocol 112 on `local`'s interface, member of
+/// 224.0.0.18, with kernel receive timestamps (`SO_TIMESTAMP`: a busy CPU delays the
+/// reading, not the stamps). Writes `<stop>.ready` once listening; runs until `stop`
+/// exists or `limit` passes.
+fn adverts(local: Ipv4Addr, stop: PathBuf, limit: Duration) -> String {
+    use ballast_vrrp::packet::{Advertisement, ChecksumAccept};
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
+
+    let socket = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))) {
+        Ok(s) => s,
+        Err(e) => return format!("err raw socket: {e}"),
+    };
+    if let Err(e) = socket.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 18), &local) {
+        return format!("err join 224.0.0.18 on {local}: {e}");
+    }
+    if let Err(e) = setsockopt(&socket, sockopt::ReceiveTimestamp, &true) {
+        return format!("err SO_TIMESTAMP: {e}");
+    }
+    if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(50))) {
+        return format!("err read timeout: {e}");
+    }
+    let _ = std::fs::write(stop.with_extension("ready"), "ready");
+    let start = Instant::now();
+    let mut seen = Adverts {
+        adverts: Vec::new(),
+        undecodable: 0,
+    };
+    let mut buf = vec![0u8; 2048];
+    while start.elapsed() < limit && !stop.exists() && seen.adverts.len() < 100_000 {
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeVal);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let (n, stamp) = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        ) {
+            Ok(r) => {
+                let stamp = r.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::ScmTimestamp(tv) => {
+                            Some(tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64)
+                        }
+                        _ => None,
+                    })
+                });
+                (r.bytes, stamp)
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => return format!("err recvmsg: {e}"),
+        };
+        let at_us = stamp.unwrap_or_else(|| load::now_ms() * 1_000);
+        match Advertisement::decode_ipv4_packet(&buf[..n], ChecksumAccept::Either) {
+            Ok(p) => seen.adverts.push(Advert {
+                at_us,
+                src: p.ip.src,
+                vrid: p.advert.vrid,
+                priority: p.advert.priority,
+            }),
+            Err(_) => seen.undecodable += 1,
+        }
+    }
+    serde_json::to_string(&seen).unwrap_or_else(|e| format!("err json: {e}"))
+}
+
 #[test]
 #[ignore = "helper: the ha tests run it inside a lab namespace"]
 fn in_namespace() {
@@ -216,6 +305,11 @@ fn in_namespace() {
                 .ok()
                 .and_then(|w| w.parse().ok())
                 .map(Duration::from_millis),
+        ),
+        "adverts" => adverts(
+            var("BALLAST_HA_LOCAL").parse().expect("local address"),
+            PathBuf::from(var("BALLAST_HA_STOP")),
+            Duration::from_millis(var("BALLAST_HA_LIMIT_MS").parse().expect("limit")),
         ),
         "load" => {
             let cfg: load::LoadConfig = serde_json::from_str(&var(LOAD)).expect("load config");

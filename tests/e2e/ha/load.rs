@@ -7,7 +7,8 @@
 //! `chunk` pseudo-random bytes every `period_ms` — 1.5 KiB every 100 ms is ~15 KB/s per
 //! socket, the users' rate — whatever the reads do, and reads the echo as it comes,
 //! checked byte for byte. When a socket breaks (reset, close, a chunk not echoed within
-//! [`ECHO_TIMEOUT`]) it reconnects after [`BACKOFF`],
+//! [`ECHO_TIMEOUT`] of its writing — what is readable is taken first, so a generator that
+//! was not scheduled in time does not count as a break) it reconnects after [`BACKOFF`],
 //! retrying every [`BACKOFF`] (at most `max_attempts` times, and never past `limit_ms`),
 //! reads the greeting again and goes on. Every connection is one [`Session`]: which
 //! backend greeted, when, when the echo first came back, when and why it ended. The
@@ -84,6 +85,9 @@ pub struct Session {
     pub end: Option<String>,
     /// Echo round trips completed.
     pub rounds: u64,
+    /// For an echo timeout: what was owed and since when.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -114,6 +118,10 @@ pub struct Summary {
     pub failed_attempts: u64,
     pub echo_mismatches: u64,
     pub bytes_echoed: u64,
+    /// Times a socket's echo was overdue when its task ran but already waiting in the
+    /// socket (this generator was not scheduled in time, not a break).
+    #[serde(default)]
+    pub late_echoes: u64,
     /// Over every break that was followed by a new session: from the break to data
     /// flowing again (ms).
     pub outage_max_ms: Option<u64>,
@@ -176,6 +184,7 @@ struct Shared {
     failed_attempts: AtomicU64,
     mismatches: AtomicU64,
     bytes: AtomicU64,
+    late_echoes: AtomicU64,
 }
 
 impl Shared {
@@ -286,16 +295,14 @@ async fn run_socket(shared: Arc<Shared>, client: usize, socket: usize) -> Socket
             end_ms: None,
             end: None,
             rounds: 0,
+            detail: None,
         };
         // Stream: a chunk every period whatever the reads do (a real stream does not
         // wait for its echo), and read the echo as it comes, checked byte for byte. A
         // chunk not fully echoed within ECHO_TIMEOUT breaks the socket.
         let mut ticker = tokio::time::interval(Duration::from_millis(cfg.period_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut expected: VecDeque<u8> = VecDeque::new();
-        // (stream offset where a chunk ends, when it was written)
-        let mut chunks: VecDeque<(u64, tokio::time::Instant)> = VecDeque::new();
-        let (mut written, mut echoed) = (0u64, 0u64);
+        let mut owed = Owed::default();
         let end = loop {
             if shared.stopping() {
                 break "stopped".to_string();
@@ -304,13 +311,22 @@ async fn run_socket(shared: Arc<Shared>, client: usize, socket: usize) -> Socket
             if now >= deadline {
                 break "time limit".to_string();
             }
-            if chunks
-                .front()
-                .is_some_and(|(_, at)| now - *at > ECHO_TIMEOUT)
-            {
-                break "echo timeout".to_string();
+            if owed.overdue(now) {
+                // On a busy machine this task may not have run for a while, with the
+                // echo waiting in the socket: take what is readable now before calling
+                // the socket broken.
+                if let Err(end) =
+                    drain_ready(&shared, client, socket, &mut s, &mut owed, &mut r, &mut buf)
+                {
+                    break end;
+                }
+                if owed.overdue(tokio::time::Instant::now()) {
+                    s.detail = Some(owed.describe(tokio::time::Instant::now()));
+                    break "echo timeout".to_string();
+                }
+                shared.late_echoes.fetch_add(1, Ordering::Relaxed);
             }
-            if expected.len() > 64 * cfg.chunk {
+            if owed.expected.len() > 64 * cfg.chunk {
                 break "echo backlog".to_string();
             }
             tokio::select! {
@@ -322,29 +338,14 @@ async fn run_socket(shared: Arc<Shared>, client: usize, socket: usize) -> Socket
                         Ok(Err(e)) => break format!("write {:?}", e.kind()),
                         Ok(Ok(())) => {}
                     }
-                    expected.extend(&data);
-                    written += data.len() as u64;
-                    chunks.push_back((written, tokio::time::Instant::now()));
+                    owed.wrote(&data);
                 }
                 got = r.read(&mut buf) => match got {
                     Ok(0) => break "closed".to_string(),
                     Err(e) => break format!("read {:?}", e.kind()),
                     Ok(n) => {
-                        let same = n <= expected.len()
-                            && expected.drain(..n).zip(&buf[..n]).all(|(a, b)| a == *b);
-                        if !same {
-                            shared.mismatches.fetch_add(1, Ordering::Relaxed);
-                            break "echo mismatch".to_string();
-                        }
-                        echoed += n as u64;
-                        shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        while chunks.front().is_some_and(|(end, _)| *end <= echoed) {
-                            chunks.pop_front();
-                            s.rounds += 1;
-                            if s.flowing_ms.is_none() {
-                                s.flowing_ms = Some(now_ms());
-                                shared.set(client, socket, Some(&s.backend));
-                            }
+                        if let Err(end) = absorb(&shared, client, socket, &mut s, &mut owed, &buf[..n]) {
+                            break end;
                         }
                     }
                 },
@@ -360,6 +361,103 @@ async fn run_socket(shared: Arc<Shared>, client: usize, socket: usize) -> Socket
         tokio::time::sleep(BACKOFF).await;
     }
     log
+}
+
+/// What a socket wrote and has not seen echoed yet.
+#[derive(Default)]
+struct Owed {
+    expected: VecDeque<u8>,
+    /// (stream offset where a chunk ends, when it was written)
+    chunks: VecDeque<(u64, tokio::time::Instant)>,
+    written: u64,
+    echoed: u64,
+    /// When echoed bytes last came.
+    progress: Option<tokio::time::Instant>,
+}
+
+impl Owed {
+    fn wrote(&mut self, data: &[u8]) {
+        self.expected.extend(data);
+        self.written += data.len() as u64;
+        self.chunks
+            .push_back((self.written, tokio::time::Instant::now()));
+    }
+
+    /// A chunk not fully echoed within [`ECHO_TIMEOUT`].
+    fn overdue(&self, now: tokio::time::Instant) -> bool {
+        self.chunks
+            .front()
+            .is_some_and(|(_, at)| now - *at > ECHO_TIMEOUT)
+    }
+
+    fn describe(&self, now: tokio::time::Instant) -> String {
+        let age = |t: Option<tokio::time::Instant>| t.map(|t| (now - t).as_millis());
+        format!(
+            "{} bytes owed in {} chunks, the oldest written {:?} ms ago; last echo {:?} ms ago",
+            self.expected.len(),
+            self.chunks.len(),
+            age(self.chunks.front().map(|c| c.1)),
+            age(self.progress)
+        )
+    }
+}
+
+/// Checks echoed `data` against what is owed and counts the rounds it completes.
+fn absorb(
+    shared: &Shared,
+    client: usize,
+    socket: usize,
+    s: &mut Session,
+    owed: &mut Owed,
+    data: &[u8],
+) -> Result<(), String> {
+    let n = data.len();
+    let same = n <= owed.expected.len() && owed.expected.drain(..n).zip(data).all(|(a, b)| a == *b);
+    if !same {
+        shared.mismatches.fetch_add(1, Ordering::Relaxed);
+        return Err("echo mismatch".to_string());
+    }
+    owed.echoed += n as u64;
+    owed.progress = Some(tokio::time::Instant::now());
+    shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    while owed
+        .chunks
+        .front()
+        .is_some_and(|(end, _)| *end <= owed.echoed)
+    {
+        owed.chunks.pop_front();
+        s.rounds += 1;
+        if s.flowing_ms.is_none() {
+            s.flowing_ms = Some(now_ms());
+            shared.set(client, socket, Some(&s.backend));
+        }
+    }
+    Ok(())
+}
+
+/// Takes every echoed byte readable now, without waiting: the reader's buffer, then the
+/// socket until it would block (bounded).
+fn drain_ready(
+    shared: &Shared,
+    client: usize,
+    socket: usize,
+    s: &mut Session,
+    owed: &mut Owed,
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    let buffered = r.buffer().to_vec();
+    r.consume(buffered.len());
+    absorb(shared, client, socket, s, owed, &buffered)?;
+    for _ in 0..1_000 {
+        match r.get_ref().try_read(buf) {
+            Ok(0) => return Err("closed".to_string()),
+            Ok(n) => absorb(shared, client, socket, s, owed, &buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(format!("read {:?}", e.kind())),
+        }
+    }
+    Ok(())
 }
 
 fn shared_deadline(cfg: &LoadConfig) -> tokio::time::Instant {
@@ -386,6 +484,7 @@ pub fn run(cfg: LoadConfig) -> String {
             failed_attempts: AtomicU64::new(0),
             mismatches: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            late_echoes: AtomicU64::new(0),
         });
         let cfg = shared.cfg.clone();
         let deadline = shared_deadline(&cfg);
@@ -460,6 +559,7 @@ pub fn run(cfg: LoadConfig) -> String {
             failed_attempts: shared.failed_attempts.load(Ordering::Relaxed),
             echo_mismatches: shared.mismatches.load(Ordering::Relaxed),
             bytes_echoed: shared.bytes.load(Ordering::Relaxed),
+            late_echoes: shared.late_echoes.load(Ordering::Relaxed),
             outage_max_ms: outages.last().copied(),
             outage_median_ms: outages.get(outages.len() / 2).copied(),
             all_back_ms: all_back,

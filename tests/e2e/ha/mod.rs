@@ -46,6 +46,14 @@
 //!   tables converge with nothing committed lost. The clients' way back through lb1
 //!   waits for their ARP entry to expire when it pointed at lb2 (the master sends no
 //!   gratuitous ARP on a lower-priority advert): the bound is 90 s, see docs/drills.md.
+//! - `upgrade::live_upgrade_of_the_master` (issue 19): each lb node runs from its own copy
+//!   of the binary; under the same load the VRRP master is upgraded live twice in a row
+//!   (new binary renamed over its path, `SIGUSR2` to the pid `/v1/status` names), then
+//!   the backup once: no client connection breaks or reconnects, every byte is echoed,
+//!   the VIP never moves (lb2 sees no VRRP transition, lb1's comes back "resumed", no
+//!   priority-0 advert and no advert from lb2 on the wire), each master upgrade hands
+//!   over every connection, the stick tables are unchanged and Raft is healthy and
+//!   writable afterwards.
 //!
 //! Figures are printed (`--nocapture`); bounds on times are generous (a shared 2-core
 //! machine), the exactness checks (backend kept, nothing lost) are strict. Needs root,
@@ -57,6 +65,7 @@
 mod fixture;
 mod helper;
 mod load;
+mod upgrade;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -79,7 +88,11 @@ fn pair() -> HaLab {
 /// Starts the lab, the cluster and the reference load; returns once every client
 /// streams on all its sockets (and a second more of streaming).
 fn loaded_lab() -> (HaLab, LoadRun) {
-    let mut h = pair();
+    load_on(pair())
+}
+
+/// [`loaded_lab`] on a lab the caller built (e.g. with [`HaLab::own_binaries`]).
+fn load_on(mut h: HaLab) -> (HaLab, LoadRun) {
     h.start_servers();
     let t = now_ms();
     h.start_cluster();
