@@ -418,8 +418,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let journal = (node.role == Role::Lb).then(|| Arc::new(Journal::new(JOURNAL_CAPACITY)));
     // Started by a live upgrade: the old process hands over its plane and sockets.
-    let mut taken = match (std::env::var_os(SOCKET_ENV), &journal) {
-        (Some(path), Some(journal)) => Some(
+    // Started by a live upgrade: the old process hands over its plane and sockets.
+    let mut taken = match std::env::var_os(SOCKET_ENV) {
+        Some(path) => Some(
             crate::upgrade::take_over(
                 config,
                 std::path::Path::new(&path),
@@ -429,8 +430,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .await
             .context("live upgrade: cannot take over from the old process")?,
         ),
-        (Some(_), None) => bail!("live upgrade: only lb nodes hand over a data plane"),
-        (None, _) => None,
+        None => None,
     };
     let api_listener = match taken.as_ref().and_then(|t| t.api_listener.as_ref()) {
         Some(inherited) => {
@@ -446,8 +446,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let (plane, mirror) = match &journal {
         Some(journal) => {
-            let plane = match &taken {
-                Some(taken) => taken.plane.clone(),
+            let plane = match taken.as_ref().and_then(|t| t.plane.clone()) {
+                Some(plane) => plane,
                 None => {
                     let sink: Arc<dyn ReplicationSink> = journal.clone();
                     DataPlane::new(metrics.clone(), Some(sink), node.bind_ip)
@@ -472,6 +472,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         )?),
         _ => None,
     };
+    // Raft's store is free once the old process says so.
+    if let Some(taken) = taken.as_mut() {
+        taken.released(journal.as_deref()).await;
+    }
     let observer: Arc<dyn Observer> = match &mirror {
         Some(m) => m.clone(),
         None => Arc::new(NoObserver),
@@ -606,9 +610,12 @@ pub async fn run(
     pid_file: Option<std::path::PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Watched before anything serves: the default action of SIGUSR2 ends the process,
+    // and a new process of an upgrade answers its API before `start` returns.
+    let usr2 = usr2_signal();
     let running = start(&config).await?;
     crate::service::serving(pid_file.as_deref());
-    let upgrades = tokio::spawn(upgrade_on_signal(running.upgrader.clone()));
+    let upgrades = tokio::spawn(upgrade_on_signal(usr2, running.upgrader.clone()));
     shutdown.await;
     upgrades.abort();
     crate::service::stopping(pid_file.as_deref());
@@ -619,15 +626,8 @@ pub async fn run(
 
 /// `SIGUSR2`: a live upgrade to the binary installed at the node's path (what nginx's
 /// and HAProxy's operators send). The outcome is logged: on success this process exits.
-async fn upgrade_on_signal(upgrader: Arc<Upgrader>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr2 = match signal(SignalKind::user_defined2()) {
-        Ok(usr2) => usr2,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGUSR2: live upgrades only through the API");
-            return;
-        }
-    };
+async fn upgrade_on_signal(usr2: Option<tokio::signal::unix::Signal>, upgrader: Arc<Upgrader>) {
+    let Some(mut usr2) = usr2 else { return };
     while usr2.recv().await.is_some() {
         info!("SIGUSR2: live upgrade");
         let upgrader = upgrader.clone();
@@ -636,6 +636,15 @@ async fn upgrade_on_signal(upgrader: Arc<Upgrader>) {
             let _ = upgrader.upgrade().await;
         });
     }
+}
+
+fn usr2_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::user_defined2())
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot watch SIGUSR2: live upgrades only through the API")
+        })
+        .ok()
 }
 
 /// Resolves on SIGINT or SIGTERM.

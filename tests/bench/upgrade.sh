@@ -42,6 +42,11 @@ LOAD="$ROOT/target/release/ballast-load"
 WORK="$(mktemp -d /tmp/ballast-upgrade-bench.XXXXXX)"
 PIDS=()
 cleanup() {
+  local status=$?
+  if [ "$status" != 0 ]; then
+    echo "---- failed ($status): the node's log, last lines ----" >&2
+    tail -n 30 "$WORK/ballast.log" >&2 || true
+  fi
   if [ -s "$WORK/ballast.pid" ]; then kill "$(cat "$WORK/ballast.pid")" 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 0.5
@@ -87,10 +92,15 @@ TOML
 
 RUST_LOG="${BENCH_RUST_LOG:-warn}" "$WORK/bin/ballast" run --config "$WORK/ballast.toml" --pid-file "$WORK/ballast.pid" \
   >"$WORK/ballast.log" 2>&1 &
-for _ in $(seq 100); do
-  "$ROOT/target/release/ballast" ctl --api "http://$API" status >/dev/null 2>&1 && break
-  sleep 0.1
-done
+# Ready: the model applied and the frontend listening (GET /readyz answers 200).
+ready() {
+  local answer
+  answer=$(exec 3<>"/dev/tcp/${API%:*}/${API#*:}" &&
+    printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -n 1 <&3) 2>/dev/null || return 1
+  [[ "$answer" == *" 200 "* ]]
+}
+for _ in $(seq 200); do ready && break; sleep 0.1; done
+ready || { echo "the node did not become ready" >&2; exit 1; }
 
 RESULTS="$WORK/results.jsonl"
 IFS=',' read -r -a counts <<<"$COUNTS"

@@ -317,7 +317,12 @@ async fn a_client_waiting_in_the_queue_keeps_its_place() {
     let handover = old.freeze(Duration::from_secs(2)).await.unwrap();
     assert_eq!(handover.connections.len(), 1, "the holder");
     assert_eq!(handover.waiting.len(), 1, "the queued client");
-    assert_eq!(handover.waiting[0].0.first, b"queued");
+    // Its bytes are either read already (and carried) or still in the kernel: either
+    // way they reach the server once, which the echo below checks.
+    assert!(matches!(
+        handover.waiting[0].0.first.as_slice(),
+        b"queued" | b""
+    ));
     let new = DataPlane::new(Arc::new(Metrics::new()), None, None);
     new.offer_listeners(handover.listeners);
     assert!(new.apply_model(&model).errors.is_empty());

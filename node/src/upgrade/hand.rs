@@ -279,7 +279,7 @@ impl Upgrader {
             return Err(e.into());
         }
         drop(handover);
-        let released = self.let_go(parts, runtime);
+        let released = self.let_go(parts, runtime, &mut socket)?;
         wire::send(&mut socket, &FromOld::Released(Box::new(released)), &[])
             .map_err(|e| UpgradeError::AfterCommit(e.to_string()))?;
         socket.set_read_timeout(Some(READY_TIMEOUT))?;
@@ -372,9 +372,14 @@ impl Upgrader {
     }
 
     /// Past the commit point: stops the API's accept loop, VRRP (without a word: the
-    /// new process goes on as master) and Raft, and takes the journal's pending
-    /// decisions for the new process.
-    fn let_go(&self, parts: &Parts, runtime: &Handle) -> Released {
+    /// new process goes on as master; told at once) and Raft, and takes the journal's
+    /// pending decisions for the new process.
+    fn let_go(
+        &self,
+        parts: &Parts,
+        runtime: &Handle,
+        socket: &mut UnixStream,
+    ) -> Result<Released, UpgradeError> {
         if let Some(task) = parts.api_task.lock().take() {
             task.abort();
         }
@@ -388,6 +393,9 @@ impl Upgrader {
                 None
             }
         });
+        let vrrp_master = vrrp.as_ref().is_some_and(|v| v.master);
+        wire::send(socket, &FromOld::Vrrp(vrrp), &[])
+            .map_err(|e| UpgradeError::AfterCommit(e.to_string()))?;
         runtime.block_on(parts.replica.shutdown());
         let journal = match &parts.journal {
             Some(journal) => {
@@ -404,7 +412,7 @@ impl Upgrader {
             None => Default::default(),
         };
         info!(
-            vrrp_master = vrrp.as_ref().is_some_and(|v| v.master),
+            vrrp_master,
             journal_sticks = journal
                 .sticks
                 .iter()
@@ -412,7 +420,7 @@ impl Upgrader {
                 .sum::<usize>(),
             "live upgrade: let go of Raft and VRRP"
         );
-        Released { journal, vrrp }
+        Ok(Released { journal })
     }
 }
 

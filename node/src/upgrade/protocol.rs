@@ -10,8 +10,10 @@
 //!                      ◀── Prepared {counts}        (or Failed {reason}: old thaws)
 //!   Commit ──▶                                      relays resume (the pause ends here)
 //!   ── commit point: from here the new process owns everything ──
-//!   stops the API, VRRP (silently) and Raft (closes raft.redb), takes its journal
-//!   Released {journal, vrrp} ──▶                    opens Raft, VRRP, the API
+//!   stops the API and VRRP (silently)
+//!   Vrrp {master?, last advert} ──▶                 resumes VRRP (as master: at once)
+//!   stops Raft (closes raft.redb), takes its journal
+//!   Released {journal} ──▶                          opens Raft, then the API
 //!                      ◀── Ready {report}
 //!   exits
 //! ```
@@ -59,7 +61,9 @@ pub enum FromOld {
     Offer(Box<Offer>),
     /// The connections are the new process's now: resume them.
     Commit,
-    /// Raft, VRRP and the API are let go of too.
+    /// VRRP is let go of (without a word): where it stood.
+    Vrrp(Option<VrrpCarry>),
+    /// Raft and the API are let go of too.
     Released(Box<Released>),
     /// Called off before the commit point (the old process resumes serving).
     Abort {
@@ -100,13 +104,11 @@ impl Offer {
     }
 }
 
-/// Sent once the old process has let go of Raft and VRRP.
+/// Sent once the old process has let go of Raft.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Released {
     /// Decisions the old process had not replicated yet.
     pub journal: JournalCarry,
-    /// Where the old process's VRRP instance stood when it left without a word.
-    pub vrrp: Option<VrrpCarry>,
 }
 
 /// The old process's VRRP instance as it left: a master's successor resumes as master

@@ -16,7 +16,7 @@ use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
 use ballast_model::model::ClusterModel;
 use tracing::{info, warn};
 
-use super::protocol::{FromNew, FromOld, Offer, Released, VrrpCarry, FORMAT};
+use super::protocol::{FromNew, FromOld, Offer, VrrpCarry, FORMAT};
 use super::{wire, UpgradeError};
 use crate::cluster::Journal;
 use crate::config::Config;
@@ -29,7 +29,8 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A data plane taken over, serving, and what the node needs to finish starting.
 pub struct TakenOver {
-    pub plane: Arc<DataPlane>,
+    /// `None` on a witness (it hands over its API socket and Raft only).
+    pub plane: Option<Arc<DataPlane>>,
     /// The API's listening socket, when the old process had one.
     pub api_listener: Option<TcpListener>,
     /// Where the old process's VRRP instance stood: how this one's starts.
@@ -42,6 +43,38 @@ pub struct TakenOver {
 }
 
 impl TakenOver {
+    /// Waits for the old process to have let go of Raft (so `raft.redb` can be
+    /// opened) and takes in its journal's unreplicated decisions. Past the commit:
+    /// a silent old process is logged, and this one goes on.
+    pub async fn released(&mut self, journal: Option<&Journal>) {
+        let Some(mut socket) = self.socket.take() else {
+            return;
+        };
+        let received = tokio::task::spawn_blocking(move || {
+            let released = match wire::receive::<FromOld>(&mut socket) {
+                Ok((FromOld::Released(released), _)) => Ok(released),
+                Ok((other, _)) => Err(UpgradeError::Protocol(format!(
+                    "expected the old process to let go of Raft, got {other:?}"
+                ))),
+                Err(e) => Err(e.into()),
+            };
+            (socket, released)
+        })
+        .await;
+        match received {
+            Ok((socket, Ok(released))) => {
+                if let Some(journal) = journal {
+                    journal.import(released.journal);
+                }
+                self.socket = Some(socket);
+            }
+            Ok((_, Err(e))) => {
+                warn!(error = %e, "live upgrade: the old process did not let go cleanly; serving on without its unreplicated decisions");
+            }
+            Err(e) => warn!(error = %e, "live upgrade: waiting for the old process failed"),
+        }
+    }
+
     /// Stamps the hand-over's duration (this process is up but for its API) and returns
     /// the final figures. Called before the API serves: the requests that queued on the
     /// API socket during the hand-over are answered first, and must not see a report
@@ -80,7 +113,7 @@ pub async fn take_over(
     config: &Config,
     socket_path: &Path,
     metrics: Arc<Metrics>,
-    journal: Arc<Journal>,
+    journal: Option<Arc<Journal>>,
 ) -> Result<TakenOver, UpgradeError> {
     let path: PathBuf = socket_path.to_path_buf();
     let (mut socket, offer, fds) = tokio::task::spawn_blocking(move || hello(&path))
@@ -93,10 +126,12 @@ pub async fn take_over(
         descriptors = fds.len(),
         "live upgrade: offer received"
     );
-    let sink: Arc<dyn ReplicationSink> = journal.clone();
-    let plane = DataPlane::new(metrics, Some(sink), config.node.bind_ip);
+    let plane = journal.map(|journal| {
+        let sink: Arc<dyn ReplicationSink> = journal;
+        DataPlane::new(metrics, Some(sink), config.node.bind_ip)
+    });
     let (go, paused) = tokio::sync::watch::channel(false);
-    let (adopted, api_listener) = match adopt(&plane, &offer, fds, paused) {
+    let (adopted, api_listener) = match adopt(plane.as_ref(), &offer, fds, paused) {
         Ok(taken) => taken,
         Err(reason) => {
             let _ = wire::send(
@@ -109,7 +144,7 @@ pub async fn take_over(
             return Err(UpgradeError::Prepare(reason));
         }
     };
-    let mut socket = tokio::task::spawn_blocking(move || {
+    let (mut socket, resumed_ms) = tokio::task::spawn_blocking(move || {
         let mut socket = socket;
         wire::send(
             &mut socket,
@@ -120,7 +155,13 @@ pub async fn take_over(
             &[],
         )?;
         match wire::receive::<FromOld>(&mut socket)?.0 {
-            FromOld::Commit => Ok(socket),
+            FromOld::Commit => {
+                // The commit point: the connections are this process's. They move
+                // again from here, not after this thread has woken the task that
+                // waits for it (a scheduling round on a busy machine).
+                go.send_replace(true);
+                Ok((socket, now_ms()))
+            }
             FromOld::Abort { reason } => Err(UpgradeError::Aborted(reason)),
             other => Err(UpgradeError::Protocol(format!(
                 "expected a commit, got {other:?}"
@@ -129,40 +170,28 @@ pub async fn take_over(
     })
     .await
     .map_err(|e| UpgradeError::Internal(e.to_string()))??;
-    // The commit point: the connections are this process's. Everything moves again.
-    go.send_replace(true);
-    let resumed_ms = now_ms();
-    // Dropping `go` now is fine: a waiting task reads the value (true) before it
-    // looks at whether the sender is gone.
-    drop(go);
     info!(
         pause_ms = resumed_ms.saturating_sub(offer.frozen_at_ms),
         "live upgrade: committed, connections resumed"
     );
     // Past the commit nothing rolls back: a failure from here on is this process's,
-    // and it goes on serving the connections it has whatever Raft and VRRP do.
-    let released = tokio::task::spawn_blocking(move || {
+    // and it goes on serving the connections it has whatever Raft and VRRP do. VRRP
+    // first (the peers must hear the next advert soon), Raft after.
+    let vrrp = tokio::task::spawn_blocking(move || {
         socket.set_read_timeout(Some(RELEASE_TIMEOUT))?;
         match wire::receive::<FromOld>(&mut socket)?.0 {
-            FromOld::Released(released) => Ok((socket, released)),
+            FromOld::Vrrp(vrrp) => Ok((socket, vrrp)),
             other => Err(UpgradeError::Protocol(format!(
-                "expected the old process to let go of Raft and VRRP, got {other:?}"
+                "expected the old process's VRRP state, got {other:?}"
             ))),
         }
     })
     .await
     .map_err(|e| UpgradeError::Internal(e.to_string()))?;
-    let (socket, vrrp) = match released {
-        Ok((socket, released)) => {
-            let Released {
-                journal: carried,
-                vrrp,
-            } = *released;
-            journal.import(carried);
-            (Some(socket), vrrp)
-        }
+    let (socket, vrrp) = match vrrp {
+        Ok((socket, vrrp)) => (Some(socket), vrrp),
         Err(e) => {
-            warn!(error = %e, "live upgrade: the old process did not let go cleanly; serving on without its unreplicated decisions");
+            warn!(error = %e, "live upgrade: the old process did not hand over VRRP; starting it afresh");
             (None, None)
         }
     };
@@ -235,11 +264,19 @@ fn hello(path: &Path) -> Result<(UnixStream, Offer, Vec<OwnedFd>), UpgradeError>
 /// instead of binding), the model, the tables, then the connections, paused on `go`.
 /// Returns what was adopted and the API's listening socket.
 fn adopt(
-    plane: &Arc<DataPlane>,
+    plane: Option<&Arc<DataPlane>>,
     offer: &Offer,
     fds: Vec<OwnedFd>,
     go: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Adopted, Option<TcpListener>), String> {
+    let Some(plane) = plane else {
+        // A witness: only the API's socket comes (and no plane may be offered to it).
+        if !offer.listeners.is_empty() || !offer.connections.is_empty() {
+            return Err("a data plane was offered to a node without one".into());
+        }
+        let api = fds.into_iter().next().map(TcpListener::from);
+        return Ok((Adopted::default(), api.filter(|_| offer.api_listener)));
+    };
     let model: ClusterModel = serde_json::from_str(&offer.model_json)
         .map_err(|e| format!("the offered model cannot be read: {e}"))?;
     let mut fds = fds.into_iter();

@@ -176,17 +176,18 @@ pub(super) async fn handle(
     }
 }
 
-/// Resumes an established connection handed over by the previous process, once `go`
-/// says so: the same server, the bytes in flight first, the same half-close state.
-#[allow(clippy::too_many_arguments)]
+/// Resumes an established connection handed over by the previous process (or parked
+/// by this one, `counted`: its accounting here was kept), once `go` says so: the same
+/// server, the bytes in flight first, the same half-close state.
 pub(super) async fn resume(
     plane: Arc<Serving>,
     meta: ConnMeta,
     client: std::net::TcpStream,
     upstream: std::net::TcpStream,
-    mut go: watch::Receiver<bool>,
+    resumed: Resumed,
     _guards: (workers::Carried, Live),
 ) {
+    let Resumed { mut go, counted } = resumed;
     let found = {
         let view = plane.view();
         view.frontends.get(&meta.frontend).cloned().and_then(|f| {
@@ -204,7 +205,10 @@ pub(super) async fn resume(
         return;
     };
     let client_ip = canonical_client(meta.peer.ip());
-    backend.adopt(client_ip, &server, now_ms());
+    if !counted {
+        backend.adopt(client_ip, &server, now_ms());
+        server.m_active.inc();
+    }
     // The old process held a slot; this one has them all free, so there is one unless
     // maxconn was lowered meanwhile (then the connection goes on past the limit, as an
     // established connection does when maxconn is lowered).
@@ -213,15 +217,19 @@ pub(super) async fn resume(
         .as_ref()
         .and_then(|slots| slots.clone().try_acquire_owned().ok());
     frontend.m_active.inc();
-    server.m_active.inc();
-    if go.wait_for(|go| *go).await.is_err() {
-        // The hand-over was called off: this process is going away.
-        return;
-    }
-    let (client, upstream) = match (TcpStream::from_std(client), TcpStream::from_std(upstream)) {
-        (Ok(c), Ok(u)) => (c, u),
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(client = %meta.peer, error = %e, "cannot watch a handed-over connection");
+    // Registered with this thread's poller before `go`, so that resuming is only
+    // waking the task: the relay pause does not grow with two system calls per
+    // connection. Readiness that arrives meanwhile is kept for the relay.
+    let sockets = (TcpStream::from_std(client), TcpStream::from_std(upstream));
+    let paused = go.wait_for(|go| *go).await.is_ok();
+    let (client, upstream) = match sockets {
+        (Ok(c), Ok(u)) if paused => (c, u),
+        (client, upstream) => {
+            if paused {
+                let e = client.as_ref().err().or(upstream.as_ref().err());
+                warn!(client = %meta.peer, error = ?e, "cannot watch a handed-over connection");
+            }
+            // Not paused: the hand-over was called off and this process is going away.
             frontend.m_active.dec();
             server.m_active.dec();
             backend.release(client_ip, &server, now_ms());
@@ -258,6 +266,14 @@ pub(super) async fn resume(
     if let Ended::Closed(closed) = ended {
         log_closed(&frontend, &backend, meta.peer, meta.started_ms, &closed);
     }
+}
+
+/// How a connection handed to [`resume`] resumes.
+pub(super) struct Resumed {
+    /// Relays once true.
+    pub(super) go: watch::Receiver<bool>,
+    /// Parked by this process, whose accounting of it was kept (a thaw).
+    pub(super) counted: bool,
 }
 
 fn vip_of(plane: &Serving, client: &TcpStream) -> Option<watch::Receiver<u64>> {
@@ -477,18 +493,10 @@ async fn relay(
             pump::reset(&conn.client);
             "vip_released"
         }
-        Outcome::Frozen => match park_established(
-            plane,
-            frontend,
-            backend,
-            &mut conn,
-            start.peer,
-            start.started_ms,
-        ) {
-            Ok(parked) => {
-                release(backend, &conn.server, start.peer);
-                plane.park(parked);
-                return Ended::Parked;
+        Outcome::Frozen => match take_in_flight(&mut conn) {
+            Ok(in_flight) => {
+                let at = (start.peer, start.started_ms);
+                return park_established(plane, frontend, backend, conn, at, in_flight);
             }
             Err(error) => {
                 // Never continue a stream with a hole: reset instead.
@@ -533,17 +541,24 @@ fn release(backend: &BackendRt, server: &ServerRt, peer: SocketAddr) {
     backend.release(canonical_client(peer.ip()), server, now_ms());
 }
 
-/// The state and duplicates of the sockets of an established connection; the
-/// connection's own sockets close when it drops (the kernel keeps the connection
-/// open while the duplicates live).
+/// Each direction's bytes read and not yet written.
+fn take_in_flight(conn: &mut Connected) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    Ok((conn.state.up.take_bytes()?, conn.state.down.take_bytes()?))
+}
+
+/// Leaves the connection's state and sockets for the hand-over. Its accounting here
+/// (the server's count, the client's stick entry) stays as it is: if the hand-over is
+/// called off, the connection resumes in this process as it was ([`resume`] with
+/// `counted`); if not, this process exits. Nothing is released or replicated, which
+/// keeps the freeze short.
 fn park_established(
-    _plane: &Serving,
+    plane: &Serving,
     frontend: &FrontendRt,
     backend: &BackendRt,
-    conn: &mut Connected,
-    peer: SocketAddr,
-    started_ms: u64,
-) -> std::io::Result<Parked> {
+    conn: Connected,
+    (peer, started_ms): (SocketAddr, u64),
+    (up_in_flight, down_in_flight): (Vec<u8>, Vec<u8>),
+) -> Ended {
     let meta = ConnMeta {
         frontend: frontend.spec.name.clone(),
         backend: backend.spec.name.clone(),
@@ -552,16 +567,42 @@ fn park_established(
         started_ms,
         bytes_in: conn.up.bytes.load(Ordering::Relaxed),
         bytes_out: conn.down.bytes.load(Ordering::Relaxed),
-        up_in_flight: conn.state.up.take_bytes()?,
-        down_in_flight: conn.state.down.take_bytes()?,
+        up_in_flight,
+        down_in_flight,
         client_fin: conn.state.client_fin.load(Ordering::Relaxed),
         server_fin: conn.state.server_fin.load(Ordering::Relaxed),
     };
-    Ok(Parked::Established(
-        meta,
-        duplicate(&conn.client)?,
-        duplicate(&conn.upstream)?,
-    ))
+    let Connected {
+        server,
+        client,
+        upstream,
+        up,
+        down,
+        ..
+    } = conn;
+    // Out of this thread's poller, without a duplicate: no descriptor is opened or
+    // closed. Taking a socket out only fails if the poller refuses to forget it, and
+    // then the socket is closed: reset the other side rather than leave it hanging.
+    match (client.into_std(), upstream.into_std()) {
+        (Ok(client), Ok(upstream)) => {
+            plane.park(Parked::Established(meta, client, upstream));
+            Ended::Parked
+        }
+        (client, upstream) => {
+            error!(client = %peer, server = %server.name,
+                   "cannot take a connection's sockets out of the poller for the hand-over; resetting it");
+            for socket in [client, upstream].into_iter().flatten() {
+                let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            }
+            release(backend, &server, peer);
+            Ended::Closed(Closed {
+                server: Some(server.name.clone()),
+                reason: "handover_lost",
+                bytes_in: up.bytes.load(Ordering::Relaxed),
+                bytes_out: down.bytes.load(Ordering::Relaxed),
+            })
+        }
+    }
 }
 
 /// A std socket sharing `stream`'s connection, registered with no poller. The

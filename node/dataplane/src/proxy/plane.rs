@@ -516,7 +516,7 @@ impl DataPlane {
             let view = self.view();
             self.sync_checkers(&mut rt, &view);
         }
-        let adopted = self.adopt(handover.connections, handover.waiting, ready);
+        let adopted = self.adopt_counted(handover.connections, handover.waiting, ready, true);
         drop(go);
         info!(
             connections = adopted.connections,
@@ -545,6 +545,18 @@ impl DataPlane {
         waiting: Vec<(WaitingMeta, std::net::TcpStream)>,
         go: tokio::sync::watch::Receiver<bool>,
     ) -> Adopted {
+        self.adopt_counted(connections, waiting, go, false)
+    }
+
+    /// `counted`: the connections were parked by this plane, which kept their
+    /// accounting (a thaw).
+    fn adopt_counted(
+        self: &Arc<Self>,
+        connections: Vec<(ConnMeta, std::net::TcpStream, std::net::TcpStream)>,
+        waiting: Vec<(WaitingMeta, std::net::TcpStream)>,
+        go: tokio::sync::watch::Receiver<bool>,
+        counted: bool,
+    ) -> Adopted {
         let workers = workers::workers();
         let adopted = Adopted {
             connections: connections.len(),
@@ -558,7 +570,10 @@ impl DataPlane {
                 meta,
                 client,
                 server,
-                go.clone(),
+                conn::Resumed {
+                    go: go.clone(),
+                    counted,
+                },
                 guards,
             ));
         }
