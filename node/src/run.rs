@@ -537,7 +537,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let upgrader = Upgrader::new(
         config.clone(),
         taken.as_ref().map_or(0, |t| t.upgrades),
-        taken.as_mut().map(crate::upgrade::TakenOver::finish),
+        match taken.as_mut() {
+            Some(taken) => Some(taken.finish().await),
+            None => None,
+        },
     );
     let vrrp = vip.as_ref().map(crate::vip::Vip::observer);
     let vip = Arc::new(parking_lot::Mutex::new(vip));

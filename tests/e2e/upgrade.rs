@@ -267,11 +267,20 @@ async fn fresh_connection_echoes(node: &Node, group: u8, i: usize) {
 /// two upgrades in a row, each by SIGUSR2 after the binary was replaced on disk, while a
 /// client opens short connections all along: no socket breaks, every byte comes back, no
 /// connect fails, and the new process knows every connection and the whole stick table.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_upgrade_keeps_every_connection() {
+#[test]
+fn live_upgrade_keeps_every_connection() {
     // 900 streaming sockets load the 2-core machine: not while a namespace lab measures
     // VRRP timings (its Master_Down_Interval is 0.36 s).
     let _serial = crate::vip::lab::lock();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(keeps_every_connection());
+}
+
+async fn keeps_every_connection() {
     const GROUP: u8 = 101;
     const CLIENTS: usize = 300;
     const SOCKETS: usize = 3;

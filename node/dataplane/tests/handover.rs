@@ -61,38 +61,76 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// A client streaming `data` through the proxy while a reader thread collects the
-/// echo: returns the writer and reader threads (the reader yields what came back).
-fn stream_through(proxy: SocketAddr, data: Vec<u8>) -> (JoinHandle<()>, JoinHandle<Vec<u8>>) {
-    let conn = TcpStream::connect(proxy).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut writer = conn.try_clone().unwrap();
-    let mut reader = conn;
-    let expected = data.len();
-    let write = std::thread::spawn(move || {
-        // In bites with pauses, so the freeze comes while bytes move.
-        // About 0.6 s for 3 MB: the freeze, 150 ms in, finds it mid-way.
-        for chunk in data.chunks(32 * 1024) {
-            writer.write_all(chunk).unwrap();
-            std::thread::sleep(Duration::from_millis(6));
-        }
-    });
-    let read = std::thread::spawn(move || {
-        let mut got = Vec::with_capacity(expected);
-        let mut buf = [0u8; 7_000];
-        while got.len() < expected {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
+/// A client streaming through the proxy until `stop`, then closing its side, while a
+/// reader thread collects the echo to the end. The writer yields what it sent, the
+/// reader what came back: equal when no byte was lost, repeated or reordered.
+struct Stream {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    write: JoinHandle<Vec<u8>>,
+    read: JoinHandle<Vec<u8>>,
+}
+
+impl Stream {
+    fn start(proxy: SocketAddr, seed: u32) -> Stream {
+        let conn = TcpStream::connect(proxy).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        let mut reader = conn;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let write = std::thread::spawn(move || {
+            // 32 KiB every 6 ms (~5 MB/s) until told: the freeze finds it mid-way,
+            // whatever the machine's pace.
+            let mut sent = Vec::new();
+            let mut round = 0;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let chunk = pattern(32 * 1024, seed.wrapping_mul(7919).wrapping_add(round));
+                writer.write_all(&chunk).unwrap();
+                sent.extend_from_slice(&chunk);
+                round += 1;
+                std::thread::sleep(Duration::from_millis(6));
             }
-        }
-        got
-    });
-    (write, read)
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+            sent
+        });
+        let read = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 7_000];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            got
+        });
+        Stream { stop, write, read }
+    }
+
+    /// Stops the writer and checks the echo, byte for byte.
+    async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (sent, got) = tokio::task::spawn_blocking(move || {
+            (self.write.join().unwrap(), self.read.join().unwrap())
+        })
+        .await
+        .unwrap();
+        assert!(!sent.is_empty());
+        assert!(
+            got == sent,
+            "echo differs: {} of {} bytes back",
+            got.len(),
+            sent.len()
+        );
+    }
 }
 
 fn started_plane(model: &ClusterModel) -> Arc<DataPlane> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let plane = DataPlane::new(Arc::new(Metrics::new()), None, None);
     let applied = plane.apply_model(model);
     assert!(applied.errors.is_empty(), "{:?}", applied.errors);
@@ -117,12 +155,7 @@ async fn a_frozen_plane_resumed_by_another_plane_loses_no_byte() {
         .await
         .unwrap();
     assert_eq!(back, b"before");
-    let streams: Vec<_> = (0..6)
-        .map(|i| {
-            let data = pattern(3_000_000, i);
-            (data.clone(), stream_through(proxy, data))
-        })
-        .collect();
+    let streams: Vec<_> = (0..6).map(|i| Stream::start(proxy, i)).collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
 
     let handover = old.freeze(Duration::from_secs(2)).await.unwrap();
@@ -161,17 +194,8 @@ async fn a_frozen_plane_resumed_by_another_plane_loses_no_byte() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     go.send_replace(true);
 
-    for (expected, (write, read)) in streams {
-        write.join().unwrap();
-        let got = tokio::task::spawn_blocking(move || read.join().unwrap())
-            .await
-            .unwrap();
-        assert!(
-            got == expected,
-            "echo differs: {} of {} bytes back",
-            got.len(),
-            expected.len()
-        );
+    for stream in streams {
+        stream.finish().await;
     }
     // New connections reach the new plane through the same listening sockets.
     let back = tokio::task::spawn_blocking(move || echo_once(proxy, b"after the hand-over"))
@@ -188,12 +212,7 @@ async fn a_hand_over_called_off_resumes_every_connection_in_place() {
     let model = model(echo_server());
     let plane = started_plane(&model);
     let proxy = plane.local_addrs()[0];
-    let streams: Vec<_> = (0..4)
-        .map(|i| {
-            let data = pattern(2_000_000, 100 + i);
-            (data.clone(), stream_through(proxy, data))
-        })
-        .collect();
+    let streams: Vec<_> = (0..4).map(|i| Stream::start(proxy, 100 + i)).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let handover = plane.freeze(Duration::from_secs(2)).await.unwrap();
     assert_eq!(handover.connections.len(), 4);
@@ -203,12 +222,8 @@ async fn a_hand_over_called_off_resumes_every_connection_in_place() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let adopted = plane.thaw(handover);
     assert_eq!(adopted.connections, 4);
-    for (expected, (write, read)) in streams {
-        write.join().unwrap();
-        let got = tokio::task::spawn_blocking(move || read.join().unwrap())
-            .await
-            .unwrap();
-        assert!(got == expected, "echo differs: {} bytes back", got.len());
+    for stream in streams {
+        stream.finish().await;
     }
     let back = tokio::task::spawn_blocking(move || waiting.join().unwrap())
         .await

@@ -24,6 +24,8 @@ use crate::config::Config;
 /// How long the new process waits for each of the old process's steps (the offer after
 /// its hello, the commit after its prepared).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `finish` waits for every adopted connection to relay again.
+const RESUME_WAIT: Duration = Duration::from_secs(5);
 /// After the commit, how long the old process may take to let go of Raft and VRRP.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -38,6 +40,9 @@ pub struct TakenOver {
     /// Upgrades in the lineage, this one included.
     pub upgrades: u64,
     report: UpgradeReport,
+    /// When the old plane froze (Unix ms): the pause runs from here until the last
+    /// adopted connection relays again.
+    frozen_at_ms: u64,
     /// To tell the old process this one serves (`None` if it went silent).
     socket: Option<UnixStream>,
 }
@@ -79,7 +84,19 @@ impl TakenOver {
     /// the final figures. Called before the API serves: the requests that queued on the
     /// API socket during the hand-over are answered first, and must not see a report
     /// without its duration.
-    pub fn finish(&mut self) -> UpgradeReport {
+    pub async fn finish(&mut self) -> UpgradeReport {
+        if let Some(plane) = &self.plane {
+            if self.report.connections > 0 {
+                match plane.wait_resumed(RESUME_WAIT).await {
+                    Some(all_ms) => {
+                        self.report.pause_ms = all_ms.saturating_sub(self.frozen_at_ms);
+                    }
+                    None => {
+                        warn!(wait = ?RESUME_WAIT, "live upgrade: some handed-over connections have not resumed yet")
+                    }
+                }
+            }
+        }
         self.report.duration_ms = now_ms().saturating_sub(self.report.at);
         self.report.clone()
     }
@@ -204,10 +221,12 @@ pub async fn take_over(
         connections: adopted.connections,
         waiting: adopted.waiting,
         bytes_in_flight: bytes_in_flight(&offer),
+        // Until the commit; `finish` extends it to the last connection relaying again.
         pause_ms: resumed_ms.saturating_sub(offer.frozen_at_ms),
         duration_ms: 0,
     };
     Ok(TakenOver {
+        frozen_at_ms: offer.frozen_at_ms,
         plane,
         api_listener,
         vrrp,

@@ -196,6 +196,9 @@ pub(super) async fn resume(
             Some((f, backend, server))
         })
     };
+    // Counted as resumed however this ends (a connection that cannot resume does not
+    // hold the hand-over's figures back).
+    let _resumed = NoteResumed(&plane);
     let Some((frontend, backend, server)) = found else {
         warn!(client = %meta.peer, frontend = %meta.frontend, backend = %meta.backend,
               server = %meta.server, "cannot resume a handed-over connection: its frontend, backend or server is gone; resetting it");
@@ -261,10 +264,20 @@ pub(super) async fn resume(
         started_ms: meta.started_ms,
         vip,
     };
+    drop(_resumed);
     let ended = relay(&plane, &frontend, &backend, connected, start).await;
     frontend.m_active.dec();
     if let Ended::Closed(closed) = ended {
         log_closed(&frontend, &backend, meta.peer, meta.started_ms, &closed);
+    }
+}
+
+/// Notes one adopted connection as resumed when dropped.
+struct NoteResumed<'a>(&'a Serving);
+
+impl Drop for NoteResumed<'_> {
+    fn drop(&mut self) {
+        self.0.note_resumed();
     }
 }
 
@@ -669,12 +682,15 @@ async fn wait_for_slot(
         return Slot::Got(Some(permit));
     }
     server.m_queue.inc();
+    // Frozen first: a connection that parks frees its slot, and a queued client that
+    // got it then must park too rather than connect while its plane is frozen.
     let result = tokio::select! {
+        biased;
+        () = frozen(freeze) => Slot::Frozen,
         result = tokio::time::timeout(wait, slots.clone().acquire_owned()) => match result {
             Ok(Ok(permit)) => Slot::Got(Some(permit)),
             _ => Slot::TimedOut,
         },
-        () = frozen(freeze) => Slot::Frozen,
     };
     server.m_queue.dec();
     result

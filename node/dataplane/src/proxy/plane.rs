@@ -562,20 +562,37 @@ impl DataPlane {
             connections: connections.len(),
             waiting: waiting.len(),
         };
-        for (i, (meta, client, server)) in connections.into_iter().enumerate() {
-            let to = conn::least_loaded(workers, i % workers.len());
+        self.serving.expect_resumed(connections.len());
+        // Dealt to the threads evenly, then started by one task per thread: spawning
+        // each from here would cross threads (and may wake one) once per connection.
+        let mut dealt: Vec<Vec<_>> = (0..workers.len()).map(|_| Vec::new()).collect();
+        for (i, connection) in connections.into_iter().enumerate() {
+            let to = i % workers.len();
             let guards = (workers[to].carry(), self.serving.track());
-            workers[to].handle.spawn(conn::resume(
-                self.serving.clone(),
-                meta,
-                client,
-                server,
-                conn::Resumed {
-                    go: go.clone(),
-                    counted,
-                },
-                guards,
-            ));
+            dealt[to].push((connection, guards));
+        }
+        for (worker, batch) in workers.iter().zip(dealt) {
+            if batch.is_empty() {
+                continue;
+            }
+            let serving = self.serving.clone();
+            let go = go.clone();
+            worker.handle.spawn(async move {
+                for ((meta, client, server), guards) in batch {
+                    let resumed = conn::Resumed {
+                        go: go.clone(),
+                        counted,
+                    };
+                    tokio::spawn(conn::resume(
+                        serving.clone(),
+                        meta,
+                        client,
+                        server,
+                        resumed,
+                        guards,
+                    ));
+                }
+            });
         }
         // Oldest first, so they queue for their server in the order they arrived.
         let mut waiting = waiting;
@@ -597,6 +614,12 @@ impl DataPlane {
             ));
         }
         adopted
+    }
+
+    /// Unix ms when the last adopted connection relayed again (after its `go`), waiting
+    /// at most `timeout`: the end of a hand-over's pause. `None` if some have not.
+    pub async fn wait_resumed(&self, timeout: Duration) -> Option<u64> {
+        self.serving.wait_resumed(timeout).await
     }
 
     /// The stick entries, server health and counters of the current view.

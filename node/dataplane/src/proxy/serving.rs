@@ -37,6 +37,11 @@ pub(super) struct Serving {
     /// freeze is complete when it is 0.
     live: AtomicUsize,
     parked: Mutex<Vec<Parked>>,
+    /// Adopted connections not yet relaying again, and when the last one did (Unix ms,
+    /// 0 before): the true end of a hand-over's pause.
+    resuming: AtomicUsize,
+    resumed_all_ms: AtomicU64,
+    resumed_all: tokio::sync::Notify,
 }
 
 /// One connection task counted in [`Serving::live`] until it drops.
@@ -58,6 +63,38 @@ impl Serving {
             frozen: watch::channel(false).0,
             live: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
+            resuming: AtomicUsize::new(0),
+            resumed_all_ms: AtomicU64::new(0),
+            resumed_all: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `n` more adopted connections will resume.
+    pub(super) fn expect_resumed(&self, n: usize) {
+        self.resumed_all_ms.store(0, Ordering::Relaxed);
+        self.resuming.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// One adopted connection relays again (or will not: it is gone).
+    pub(super) fn note_resumed(&self) {
+        if self.resuming.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.resumed_all_ms.store(now_ms(), Ordering::Release);
+            self.resumed_all.notify_waiters();
+        }
+    }
+
+    /// Unix ms when the last adopted connection relayed again, waiting at most
+    /// `timeout`; `None` if some have not by then.
+    pub(super) async fn wait_resumed(&self, timeout: std::time::Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.resumed_all.notified();
+            if self.resuming.load(Ordering::Acquire) == 0 {
+                return Some(self.resumed_all_ms.load(Ordering::Acquire)).filter(|ms| *ms > 0);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
         }
     }
 
