@@ -134,6 +134,16 @@ for line in open(sys.argv[1]):
           f"{r['baseline_longest_echo_wait_p50_ms']:.1f} / {r['baseline_longest_echo_wait_p99_ms']:.1f} ms |")
 PY
   echo
+  echo "How to read it: the node's pause runs from the old process freezing its data plane"
+  echo "to the last handed-over connection relaying again in the new one (every connection"
+  echo "stands still for at most that long); the whole hand-over from the signal's upgrade"
+  echo "start (the new binary checked and started) to the new process serving. A client"
+  echo "sees the pause only if it sent during it: the echo wait columns are each"
+  echo "connection's longest wait for its echo, in the upgrade window and, for comparison,"
+  echo "before the signal. Both phases that grow with the count run on the two plane"
+  echo "threads: parking each connection in the old process and resuming it in the new one"
+  echo "(~20 µs each, pings included); see docs/design-notes.md, \"Live upgrade\"."
+  echo
   echo "Raw records:"
   echo
   echo '```'

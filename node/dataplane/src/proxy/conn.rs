@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::accept::Acceptor;
 use super::handover::{ConnMeta, Parked, WaitingMeta};
 use super::pump::{self, End, Flow, Idle, InFlight, RelayState};
-use super::serving::{frozen, ListenerSlot, Live, Serving};
+use super::serving::{frozen, interrupted, Interrupt, ListenerSlot, Live, Serving};
 use super::{canonical_client, now_ms, workers, BackendRt, FrontendRt, ServerRt};
 use crate::stick::ServerName;
 
@@ -148,27 +148,28 @@ pub(super) async fn handle(
         let _ = client.set_nodelay(true);
     }
     let vip = vip_of(&plane, &client);
-    let ended = match first {
+    // Placing and relaying are two awaits of this task, not one nested in the other:
+    // nested, the relay's future sat beside the placing's locals and grew every idle
+    // connection's task by a kilobyte.
+    let placed = match first {
         Ok(first) => {
-            serve(
-                &plane,
-                &frontend,
-                &backend,
-                client,
-                Start {
-                    peer,
-                    first,
-                    started_ms,
-                    vip,
-                },
-            )
-            .await
+            let start = Start {
+                peer,
+                first,
+                started_ms,
+                vip,
+            };
+            serve(&plane, &frontend, &backend, client, start).await
         }
         Err(error) => {
             debug!(client = %peer, error = %error, "client failed before its first read");
             pump::reset(&client);
-            Ended::Closed(Closed::early(None, "client_reset"))
+            Err(Ended::Closed(Closed::early(None, "client_reset")))
         }
+    };
+    let ended = match placed {
+        Ok(placed) => relay(&plane, &frontend, &backend, placed).await,
+        Err(ended) => ended,
     };
     frontend.m_active.dec();
     if let Ended::Closed(closed) = ended {
@@ -265,7 +266,13 @@ pub(super) async fn resume(
         vip,
     };
     drop(_resumed);
-    let ended = relay(&plane, &frontend, &backend, connected, start).await;
+    let ended = relay(
+        &plane,
+        &frontend,
+        &backend,
+        Box::new(Placed { connected, start }),
+    )
+    .await;
     frontend.m_active.dec();
     if let Ended::Closed(closed) = ended {
         log_closed(&frontend, &backend, meta.peer, meta.started_ms, &closed);
@@ -289,7 +296,7 @@ pub(super) struct Resumed {
     pub(super) counted: bool,
 }
 
-fn vip_of(plane: &Serving, client: &TcpStream) -> Option<watch::Receiver<u64>> {
+fn vip_of(plane: &Serving, client: &TcpStream) -> Option<u64> {
     // Only with VIPs configured is it worth a getsockname per connection.
     if !plane.has_vips() {
         return None;
@@ -297,7 +304,7 @@ fn vip_of(plane: &Serving, client: &TcpStream) -> Option<watch::Receiver<u64>> {
     client
         .local_addr()
         .ok()
-        .and_then(|l| plane.vip_watch(canonical_client(l.ip())))
+        .and_then(|l| plane.vip_mark(canonical_client(l.ip())))
 }
 
 fn log_closed(
@@ -349,13 +356,20 @@ impl Closed {
     }
 }
 
+/// A connection on its server, ready to relay.
+struct Placed {
+    connected: Connected,
+    start: Start,
+}
+
 /// What a connection brings to [`serve`].
 struct Start {
     peer: SocketAddr,
     /// Bytes the client sent before any server took it.
     first: Vec<u8>,
     started_ms: u64,
-    vip: Option<watch::Receiver<u64>>,
+    /// The VIP releases counted when the client came in on a VIP (`None`: not on one).
+    vip: Option<u64>,
 }
 
 /// A connection on its server: everything it holds while it relays.
@@ -375,15 +389,15 @@ async fn serve(
     backend: &BackendRt,
     client: TcpStream,
     start: Start,
-) -> Ended {
-    let mut freeze = plane.freeze_watch();
-    if *freeze.borrow() {
-        return park_waiting(plane, frontend, client, start);
+) -> Result<Box<Placed>, Ended> {
+    let mut freeze = plane.control();
+    if freeze.borrow().frozen {
+        return Err(park_waiting(plane, frontend, client, start));
     }
     let client_ip = canonical_client(start.peer.ip());
     let Some(mut server) = backend.decide(client_ip, now_ms()) else {
         frontend.m_no_server.inc();
-        return Ended::Closed(Closed::early(None, "no_server"));
+        return Err(Ended::Closed(Closed::early(None, "no_server")));
     };
     let mut tried: Vec<ServerName> = Vec::new();
     frontend.m_bytes_in.inc_by(start.first.len() as u64);
@@ -393,11 +407,11 @@ async fn serve(
             Slot::TimedOut => {
                 server.m_queue_timeouts.inc();
                 backend.release(client_ip, &server, now_ms());
-                return Ended::Closed(Closed::early(Some(&server), "queue_timeout"));
+                return Err(Ended::Closed(Closed::early(Some(&server), "queue_timeout")));
             }
             Slot::Frozen => {
                 backend.release(client_ip, &server, now_ms());
-                return park_waiting(plane, frontend, client, start);
+                return Err(park_waiting(plane, frontend, client, start));
             }
         };
         match connect(
@@ -412,7 +426,7 @@ async fn serve(
             Err(ConnectFailed::Frozen) => {
                 drop(permit);
                 backend.release(client_ip, &server, now_ms());
-                return park_waiting(plane, frontend, client, start);
+                return Err(park_waiting(plane, frontend, client, start));
             }
             Err(ConnectFailed::Io(error)) => {
                 server.m_connect_failures.inc();
@@ -434,7 +448,10 @@ async fn serve(
                     Some(next) => server = next,
                     None => {
                         backend.release(client_ip, &server, now_ms());
-                        return Ended::Closed(Closed::early(Some(&server), "connect_failed"));
+                        return Err(Ended::Closed(Closed::early(
+                            Some(&server),
+                            "connect_failed",
+                        )));
                     }
                 }
             }
@@ -461,7 +478,9 @@ async fn serve(
         down,
         state: RelayState::default(),
     };
-    relay(plane, frontend, backend, connected, start).await
+    // Boxed: it moves through two futures (placing, relaying), and inline each would
+    // keep a slot for it for as long as the connection lasts.
+    Ok(Box::new(Placed { connected, start }))
 }
 
 /// Relays until the connection ends, or parks it when the plane freezes.
@@ -469,10 +488,13 @@ async fn relay(
     plane: &Serving,
     frontend: &FrontendRt,
     backend: &BackendRt,
-    mut conn: Connected,
-    start: Start,
+    mut placed: Box<Placed>,
 ) -> Ended {
-    let mut freeze = plane.freeze_watch();
+    // Used where it is, not moved into locals: a parameter's storage lasts as long as
+    // the future, and a copy beside it would cost every idle connection its size.
+    let conn = &mut placed.connected;
+    let start = &mut placed.start;
+    let mut freeze = plane.control();
     let idle = Idle {
         client: frontend.spec.timeout_client,
         server: backend.spec.timeout_server,
@@ -489,8 +511,10 @@ async fn relay(
         tokio::select! {
             end = relay => Outcome::Ended(end),
             () = conn.server.removed() => Outcome::ServerRemoved,
-            () = vip_released(start.vip) => Outcome::VipReleased,
-            () = frozen(&mut freeze) => Outcome::Frozen,
+            why = interrupted(&mut freeze, start.vip) => match why {
+                Interrupt::Frozen => Outcome::Frozen,
+                Interrupt::VipReleased => Outcome::VipReleased,
+            },
         }
     };
     let reason = match outcome {
@@ -506,10 +530,10 @@ async fn relay(
             pump::reset(&conn.client);
             "vip_released"
         }
-        Outcome::Frozen => match take_in_flight(&mut conn) {
+        Outcome::Frozen => match take_in_flight(conn) {
             Ok(in_flight) => {
                 let at = (start.peer, start.started_ms);
-                return park_established(plane, frontend, backend, conn, at, in_flight);
+                return park_established(plane, frontend, backend, placed.connected, at, in_flight);
             }
             Err(error) => {
                 // Never continue a stream with a hole: reset instead.
@@ -529,11 +553,11 @@ async fn relay(
         up,
         down,
         ..
-    } = conn;
+    } = placed.connected;
     drop(upstream);
     drop(client);
     drop(permit);
-    release(backend, &server, start.peer);
+    release(backend, &server, placed.start.peer);
     Ended::Closed(Closed {
         server: Some(server.name.clone()),
         reason,
@@ -648,19 +672,6 @@ fn park_waiting(plane: &Serving, frontend: &FrontendRt, client: TcpStream, start
     }
 }
 
-/// Resolves when the node lets the VIP this connection came in on go; never for a
-/// connection on another address.
-async fn vip_released(watch: Option<tokio::sync::watch::Receiver<u64>>) {
-    match watch {
-        Some(mut rx) => {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-
 enum Slot {
     /// `None` when the server has no limit.
     Got(Option<OwnedSemaphorePermit>),
@@ -673,7 +684,7 @@ enum Slot {
 async fn wait_for_slot(
     server: &ServerRt,
     wait: Duration,
-    freeze: &mut watch::Receiver<bool>,
+    freeze: &mut watch::Receiver<super::serving::Control>,
 ) -> Slot {
     let Some(slots) = &server.slots else {
         return Slot::Got(None);

@@ -26,13 +26,14 @@ pub(super) struct Serving {
     /// accepted on a VIP end then (see [`Serving::release_vip_connections`]).
     /// Read by every accepted connection: swapped whole, never locked.
     vips: ArcSwap<Vec<IpAddr>>,
-    vips_released: watch::Sender<u64>,
     /// Wall-clock ms of the first connection accepted since [`Serving::arm_first_accept`];
     /// 0 while armed and waiting, `u64::MAX` when not armed.
     first_accept_ms: AtomicU64,
-    /// Set while the plane is frozen for a hand-over: every connection parks itself at
-    /// its next await ([`Serving::park`]) instead of going on.
-    frozen: watch::Sender<bool>,
+    /// What interrupts every connection: the plane freezing for a hand-over (each
+    /// parks itself at its next await, [`Serving::park`]) and the node letting its VIPs
+    /// go (those on a VIP end). One watch for both: a connection waits on one future,
+    /// which keeps every idle connection's task a watch smaller.
+    control: watch::Sender<Control>,
     /// Connection tasks alive, from accept (or adoption) to their end or parking: the
     /// freeze is complete when it is 0.
     live: AtomicUsize,
@@ -58,9 +59,9 @@ impl Serving {
         Serving {
             view: ArcSwap::from_pointee(View::empty()),
             vips: ArcSwap::from_pointee(Vec::new()),
-            vips_released: watch::channel(0).0,
+
             first_accept_ms: AtomicU64::new(u64::MAX),
-            frozen: watch::channel(false).0,
+            control: watch::channel(Control::default()).0,
             live: AtomicUsize::new(0),
             parked: Mutex::new(Vec::new()),
             resuming: AtomicUsize::new(0),
@@ -108,13 +109,13 @@ impl Serving {
         self.live.load(Ordering::Acquire)
     }
 
-    /// Resolves while the plane is frozen (at once if it is now).
-    pub(super) fn freeze_watch(&self) -> watch::Receiver<bool> {
-        self.frozen.subscribe()
+    /// The plane's control: frozen, VIP releases.
+    pub(super) fn control(&self) -> watch::Receiver<Control> {
+        self.control.subscribe()
     }
 
     pub(super) fn set_frozen(&self, frozen: bool) {
-        self.frozen.send_replace(frozen);
+        self.control.send_modify(|c| c.frozen = frozen);
     }
 
     /// A connection's state and sockets, left for the hand-over.
@@ -139,16 +140,16 @@ impl Serving {
     }
 
     pub(super) fn release_vip_connections(&self) {
-        self.vips_released.send_modify(|g| *g += 1);
+        self.control.send_modify(|c| c.vip_releases += 1);
     }
 
-    /// For a connection accepted on `local`: resolves when this node lets its VIPs go,
-    /// `None` when `local` is not a VIP.
-    pub(super) fn vip_watch(&self, local: IpAddr) -> Option<watch::Receiver<u64>> {
+    /// For a connection accepted on `local`: the VIP releases so far (a later one ends
+    /// it), `None` when `local` is not a VIP.
+    pub(super) fn vip_mark(&self, local: IpAddr) -> Option<u64> {
         self.vips
             .load()
             .contains(&local)
-            .then(|| self.vips_released.subscribe())
+            .then(|| self.control.borrow().vip_releases)
     }
 
     pub(super) fn has_vips(&self) -> bool {
@@ -179,9 +180,39 @@ impl Serving {
     }
 }
 
-/// Resolves once `watch` says frozen; never if its sender is gone.
-pub(super) async fn frozen(watch: &mut watch::Receiver<bool>) {
-    if watch.wait_for(|frozen| *frozen).await.is_err() {
-        std::future::pending::<()>().await;
+/// What every connection watches (see [`Serving::control`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Control {
+    pub(super) frozen: bool,
+    /// How many times the node let its VIPs go.
+    pub(super) vip_releases: u64,
+}
+
+/// Why a connection was interrupted.
+pub(super) enum Interrupt {
+    Frozen,
+    VipReleased,
+}
+
+/// Resolves once the plane is frozen, or the node lets its VIPs go after `vip` (the
+/// releases counted when the connection came in on a VIP; `None`: not on one). Never
+/// if the sender is gone.
+pub(super) async fn interrupted(
+    control: &mut watch::Receiver<Control>,
+    vip: Option<u64>,
+) -> Interrupt {
+    let result = control
+        .wait_for(|c| c.frozen || vip.is_some_and(|mark| c.vip_releases != mark))
+        .await
+        .map(|c| c.frozen);
+    match result {
+        Ok(true) => Interrupt::Frozen,
+        Ok(false) => Interrupt::VipReleased,
+        Err(_) => std::future::pending().await,
     }
+}
+
+/// Resolves once the plane is frozen; never if the sender is gone.
+pub(super) async fn frozen(control: &mut watch::Receiver<Control>) {
+    interrupted(control, None).await;
 }
