@@ -510,10 +510,10 @@ async fn relay(
         );
         tokio::select! {
             end = relay => Outcome::Ended(end),
-            () = conn.server.removed() => Outcome::ServerRemoved,
-            why = interrupted(&mut freeze, start.vip) => match why {
+            why = interrupted(&mut freeze, start.vip, || conn.server.is_removed()) => match why {
                 Interrupt::Frozen => Outcome::Frozen,
                 Interrupt::VipReleased => Outcome::VipReleased,
+                Interrupt::ServerRemoved => Outcome::ServerRemoved,
             },
         }
     };

@@ -66,8 +66,9 @@ pub struct ServerRt {
     assigned: AtomicU32,
     /// FIFO: tokio's semaphore grants permits in request order.
     slots: Option<Arc<Semaphore>>,
-    /// Set when the server is removed with `shutdown`: its connections close.
-    removed: tokio::sync::watch::Sender<bool>,
+    /// Set when the server is removed with `shutdown`: its connections close (they
+    /// hear of it through the plane's control watch, `serving::Control::removals`).
+    removed: AtomicBool,
     m_active: Gauge,
     m_total: Counter,
     m_up: Gauge,
@@ -102,7 +103,7 @@ impl ServerRt {
             replicated_up: AtomicBool::new(true),
             assigned: AtomicU32::new(0),
             slots: (spec.maxconn > 0).then(|| Arc::new(Semaphore::new(spec.maxconn as usize))),
-            removed: tokio::sync::watch::channel(false).0,
+            removed: AtomicBool::new(false),
             m_active: m.server_active.get_or_create(&labels).clone(),
             m_total: m.server_total.get_or_create(&labels).clone(),
             m_up: m.server_up.get_or_create(&labels).clone(),
@@ -156,13 +157,12 @@ impl ServerRt {
     }
 
     fn shut_down(&self) {
-        self.removed.send_replace(true);
+        self.removed.store(true, Ordering::Release);
     }
 
-    /// Resolves when the server is removed with `shutdown`.
-    async fn removed(&self) {
-        let mut rx = self.removed.subscribe();
-        let _ = rx.wait_for(|removed| *removed).await;
+    /// Removed with `shutdown`: its connections end.
+    fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     fn set_admin(&self, state: AdminState) {

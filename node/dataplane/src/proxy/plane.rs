@@ -777,6 +777,7 @@ impl DataPlane {
         {
             info!(backend, server, "closing the removed server's connections");
             s.shut_down();
+            self.serving.note_server_removed();
         }
     }
 

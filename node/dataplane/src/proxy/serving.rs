@@ -118,6 +118,11 @@ impl Serving {
         self.control.send_modify(|c| c.frozen = frozen);
     }
 
+    /// A server was shut down (its flag is set): its connections look at it.
+    pub(super) fn note_server_removed(&self) {
+        self.control.send_modify(|c| c.removals += 1);
+    }
+
     /// A connection's state and sockets, left for the hand-over.
     pub(super) fn park(&self, parked: Parked) {
         self.parked.lock().push(parked);
@@ -186,33 +191,47 @@ pub(super) struct Control {
     pub(super) frozen: bool,
     /// How many times the node let its VIPs go.
     pub(super) vip_releases: u64,
+    /// How many servers were shut down (each connection then checks its own).
+    pub(super) removals: u64,
 }
 
 /// Why a connection was interrupted.
 pub(super) enum Interrupt {
     Frozen,
     VipReleased,
+    ServerRemoved,
 }
 
-/// Resolves once the plane is frozen, or the node lets its VIPs go after `vip` (the
-/// releases counted when the connection came in on a VIP; `None`: not on one). Never
-/// if the sender is gone.
+/// Resolves once the plane is frozen, the node lets its VIPs go after `vip` (the
+/// releases counted when the connection came in on a VIP; `None`: not on one), or
+/// `removed` says the connection's server was shut down. Never if the sender is gone.
 pub(super) async fn interrupted(
     control: &mut watch::Receiver<Control>,
     vip: Option<u64>,
+    removed: impl Fn() -> bool,
 ) -> Interrupt {
+    let why = |c: &Control| {
+        if c.frozen {
+            Some(Interrupt::Frozen)
+        } else if vip.is_some_and(|mark| c.vip_releases != mark) {
+            Some(Interrupt::VipReleased)
+        } else if removed() {
+            Some(Interrupt::ServerRemoved)
+        } else {
+            None
+        }
+    };
     let result = control
-        .wait_for(|c| c.frozen || vip.is_some_and(|mark| c.vip_releases != mark))
+        .wait_for(|c| why(c).is_some())
         .await
-        .map(|c| c.frozen);
+        .map(|c| why(&c));
     match result {
-        Ok(true) => Interrupt::Frozen,
-        Ok(false) => Interrupt::VipReleased,
-        Err(_) => std::future::pending().await,
+        Ok(Some(why)) => why,
+        _ => std::future::pending().await,
     }
 }
 
 /// Resolves once the plane is frozen; never if the sender is gone.
 pub(super) async fn frozen(control: &mut watch::Receiver<Control>) {
-    interrupted(control, None).await;
+    interrupted(control, None, || false).await;
 }
