@@ -93,11 +93,13 @@ pid_before=$(inns python3 -c 'import json,urllib.request; print(json.load(urllib
 echo "api-fuzz: schemathesis, $examples examples per operation, checking for 5xx"
 set +e
 # Membership changes are left out: adding a member makes Raft wait for a node that
-# cannot exist in the namespace (each attempt times out, by design, after 60 s).
+# cannot exist in the namespace (each attempt times out, by design, after 60 s). So is
+# the live upgrade: it has no input to fuzz, and it replaces the process under test
+# (tests/e2e/upgrade.rs covers it, bad input on its own socket included).
 inns timeout 900 st run "http://127.0.0.1:9090/v1/openapi.json" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error \
-  --exclude-path-regex '^/v1/members' \
+  --exclude-path-regex '^/v1/(members|node/upgrade)' \
   --max-examples "$examples" \
   --request-timeout 10 \
   --workers 1 \
