@@ -144,8 +144,8 @@ fn ansible_deploys_changes_live_and_upgrades_live_without_breaking_a_connection(
     assert!(number("vip_samples") > 0);
     assert_eq!(
         get("live_upgrades").split(',').count(),
-        2,
-        "both lb nodes upgrade live: {}",
+        3,
+        "every node upgrades live (both lb nodes and the witness): {}",
         get("live_upgrades")
     );
     println!(

@@ -222,7 +222,11 @@ pub async fn take_over(
         waiting: adopted.waiting,
         bytes_in_flight: bytes_in_flight(&offer),
         // Until the commit; `finish` extends it to the last connection relaying again.
-        pause_ms: resumed_ms.saturating_sub(offer.frozen_at_ms),
+        // A witness has no plane to freeze (no freeze time): nothing stood still.
+        pause_ms: match offer.frozen_at_ms {
+            0 => 0,
+            frozen_at => resumed_ms.saturating_sub(frozen_at),
+        },
         duration_ms: 0,
     };
     Ok(TakenOver {
