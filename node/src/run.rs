@@ -432,9 +432,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ),
         None => None,
     };
-    let api_listener = match taken.as_ref().and_then(|t| t.api_listener.as_ref()) {
+    let api_listener = match taken.as_mut().and_then(|t| t.api_listener.take()) {
         Some(inherited) => {
-            let inherited = inherited.try_clone()?;
             inherited.set_nonblocking(true)?;
             tokio::net::TcpListener::from_std(inherited)?
         }

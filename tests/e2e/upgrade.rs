@@ -449,6 +449,17 @@ async fn keeps_every_connection() {
     .await;
 }
 
+/// `n` clients of `group`, one socket each on the node's first port of frontend "f",
+/// streaming and checked, every one echoed at least once already.
+async fn held_streams(node: &Node, group: u8, n: usize) -> Streams {
+    let clients = open_clients(group, n, &[node.addr("f", 0)]).await;
+    let streams = Streams::start(flatten(clients));
+    streams
+        .wait_all_progressed(&vec![0; n], Duration::from_secs(5))
+        .await;
+    streams
+}
+
 /// `ballast ctl upgrade` asks for the upgrade through the API (with the token), waits for
 /// the hand-over, prints its figures and exits 0; without the token the API refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,11 +470,7 @@ async fn ctl_upgrade_answers_with_the_figures() {
     let node = upgradable_node(&servers, 1, true);
 
     within(60, "ctl upgrade", async {
-        let clients = open_clients(GROUP, HELD, &[node.addr("f", 0)]).await;
-        let streams = Streams::start(flatten(clients));
-        streams
-            .wait_all_progressed(&[0; HELD], Duration::from_secs(5))
-            .await;
+        let streams = held_streams(&node, GROUP, HELD).await;
         let before = node.status();
         let old = before.process.pid;
 
@@ -689,11 +696,7 @@ async fn failed_upgrades_roll_back() {
     let node = upgradable_node(&servers, 1, true);
 
     within(120, "failed upgrades", async {
-        let clients = open_clients(GROUP, HELD, &[node.addr("f", 0)]).await;
-        let streams = Streams::start(flatten(clients));
-        streams
-            .wait_all_progressed(&[0; HELD], Duration::from_secs(5))
-            .await;
+        let streams = held_streams(&node, GROUP, HELD).await;
         let pid = node.pid();
         assert_eq!(pid, node.first_pid());
 
@@ -837,11 +840,7 @@ async fn second_sigusr2_during_an_upgrade_is_refused() {
     let node = upgradable_node(&servers, 1, true);
 
     within(60, "second SIGUSR2", async {
-        let clients = open_clients(GROUP, HELD, &[node.addr("f", 0)]).await;
-        let streams = Streams::start(flatten(clients));
-        streams
-            .wait_all_progressed(&[0; HELD], Duration::from_secs(5))
-            .await;
+        let streams = held_streams(&node, GROUP, HELD).await;
         let before = node.status();
         let old = before.process.pid;
 

@@ -177,7 +177,7 @@ impl Upgrader {
             result
         })
         .await
-        .map_err(|e| UpgradeError::Internal(e.to_string()));
+        .map_err(UpgradeError::from);
         let _ = std::fs::remove_file(&socket_path);
         result?
     }

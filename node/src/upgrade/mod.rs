@@ -70,6 +70,13 @@ pub enum UpgradeError {
     Internal(String),
 }
 
+/// A hand-over step's blocking thread panicked or was cancelled.
+impl From<tokio::task::JoinError> for UpgradeError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        UpgradeError::Internal(error.to_string())
+    }
+}
+
 impl UpgradeError {
     /// A closed or reset hand-over socket, or a timeout on it: the new process is gone
     /// or hung, which the caller reports as such.

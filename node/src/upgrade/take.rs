@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ballast_api::types::UpgradeReport;
 use ballast_dataplane::metrics::Metrics;
-use ballast_dataplane::proxy::handover::{Adopted, ListenerMeta};
+use ballast_dataplane::proxy::handover::{bytes_in_flight, Adopted, ListenerMeta};
 use ballast_dataplane::proxy::{now_ms, DataPlane, ReplicationSink};
 use ballast_model::model::ClusterModel;
 use tracing::{info, warn};
@@ -133,9 +133,7 @@ pub async fn take_over(
     journal: Option<Arc<Journal>>,
 ) -> Result<TakenOver, UpgradeError> {
     let path: PathBuf = socket_path.to_path_buf();
-    let (mut socket, offer, fds) = tokio::task::spawn_blocking(move || hello(&path))
-        .await
-        .map_err(|e| UpgradeError::Internal(e.to_string()))??;
+    let (mut socket, offer, fds) = tokio::task::spawn_blocking(move || hello(&path)).await??;
     info!(
         from_pid = offer.from_pid,
         connections = offer.connections.len(),
@@ -185,8 +183,7 @@ pub async fn take_over(
             ))),
         }
     })
-    .await
-    .map_err(|e| UpgradeError::Internal(e.to_string()))??;
+    .await??;
     info!(
         pause_ms = resumed_ms.saturating_sub(offer.frozen_at_ms),
         "live upgrade: committed, connections resumed"
@@ -203,8 +200,7 @@ pub async fn take_over(
             ))),
         }
     })
-    .await
-    .map_err(|e| UpgradeError::Internal(e.to_string()))?;
+    .await?;
     let (socket, vrrp) = match vrrp {
         Ok((socket, vrrp)) => (Some(socket), vrrp),
         Err(e) => {
@@ -220,7 +216,7 @@ pub async fn take_over(
             + usize::from(offer.api_listener),
         connections: adopted.connections,
         waiting: adopted.waiting,
-        bytes_in_flight: bytes_in_flight(&offer),
+        bytes_in_flight: bytes_in_flight(offer.connections.iter(), offer.waiting.iter()),
         // Until the commit; `finish` extends it to the last connection relaying again.
         // A witness has no plane to freeze (no freeze time): nothing stood still.
         pause_ms: match offer.frozen_at_ms {
@@ -238,16 +234,6 @@ pub async fn take_over(
         report,
         socket,
     })
-}
-
-fn bytes_in_flight(offer: &Offer) -> u64 {
-    let connections: usize = offer
-        .connections
-        .iter()
-        .map(|c| c.up_in_flight.len() + c.down_in_flight.len())
-        .sum();
-    let waiting: usize = offer.waiting.iter().map(|w| w.first.len()).sum();
-    (connections + waiting) as u64
 }
 
 /// Connects, says hello, and receives the offer with its descriptors.

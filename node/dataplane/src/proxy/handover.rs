@@ -132,19 +132,29 @@ pub struct Handover {
 impl Handover {
     /// Bytes read and not yet written, over every connection and direction.
     pub fn bytes_in_flight(&self) -> u64 {
-        let connections: usize = self
-            .connections
-            .iter()
-            .map(|(m, _, _)| m.up_in_flight.len() + m.down_in_flight.len())
-            .sum();
-        let waiting: usize = self.waiting.iter().map(|(m, _)| m.first.len()).sum();
-        (connections + waiting) as u64
+        bytes_in_flight(
+            self.connections.iter().map(|(m, _, _)| m),
+            self.waiting.iter().map(|(m, _)| m),
+        )
     }
 
     /// Listening sockets, over every port.
     pub fn listener_sockets(&self) -> usize {
         self.listeners.iter().map(|(_, group)| group.len()).sum()
     }
+}
+
+/// Bytes read and not yet written by these connections (both directions) and sent by
+/// these waiting clients before any server took them.
+pub fn bytes_in_flight<'a>(
+    connections: impl Iterator<Item = &'a ConnMeta>,
+    waiting: impl Iterator<Item = &'a WaitingMeta>,
+) -> u64 {
+    let connections: usize = connections
+        .map(|m| m.up_in_flight.len() + m.down_in_flight.len())
+        .sum();
+    let waiting: usize = waiting.map(|m| m.first.len()).sum();
+    (connections + waiting) as u64
 }
 
 /// A connection as it parks itself when the plane freezes.

@@ -493,25 +493,9 @@ impl DataPlane {
             }
             rt.frozen = false;
             self.serving.set_frozen(false);
-            let listeners: Vec<_> = rt
-                .listeners
-                .values()
-                .map(|l| {
-                    (
-                        l.slot.clone(),
-                        l.sockets
-                            .iter()
-                            .filter_map(|s| s.try_clone().ok())
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .collect();
-            let tasks: Vec<Vec<JoinHandle<()>>> = listeners
-                .iter()
-                .map(|(slot, sockets)| self.accept_on(slot, sockets))
-                .collect();
-            for (listener, tasks) in rt.listeners.values_mut().zip(tasks) {
-                listener.tasks = tasks;
+            // `accept_on` gives each loop its own duplicate of the kept sockets.
+            for listener in rt.listeners.values_mut() {
+                listener.tasks = self.accept_on(&listener.slot, &listener.sockets);
             }
             let view = self.view();
             self.sync_checkers(&mut rt, &view);
